@@ -1,0 +1,27 @@
+# The README's two commands. Both create .venv on first use and reinstall only
+# when setup.py changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: train test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+# Train the default task (passive T-Maze, corridor 50) on the CPU with a live progress bar.
+train: $(VENV)/.installed
+	$(BIN)/python recall2imagine/train.py --configs cpu tmaze --logdir ./logs/tmaze_passive_50 $(ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest tests $(ARGS)

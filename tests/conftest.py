@@ -1,0 +1,13 @@
+"""Suite-wide setup: CPU JAX with a persistent compilation cache (compiles dominate small tests)."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import jax  # noqa: E402
+
+_CACHE = Path(__file__).resolve().parents[1] / ".jax_cache"
+jax.config.update("jax_compilation_cache_dir", str(_CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -1,0 +1,189 @@
+"""The config system: presets, regex keys, overrides, types, bad input, the R2I README commands."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recall2imagine.config import Config, ConfigError, build_config, parse_cli, validate
+from recall2imagine.train import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = """
+defaults:
+  n: 1
+  lr: 0.5
+  flag: False
+  name: a
+  devices: [0]
+  net: {units: 4, layers: 2}
+  head: {units: 4, layers: 2}
+first:
+  n: 2
+  net.units: 8
+second:
+  n: 3
+  .*\\.units: 16
+  head: {layers: 5}
+broken:
+  n: hello
+"""
+
+
+@pytest.fixture
+def presets(tmp_path):
+    path = tmp_path / "configs.yaml"
+    path.write_text(PRESETS)
+    return path
+
+
+def test_presets_apply_in_the_order_given(presets):
+    assert build_config(["first", "second"], path=presets).n == 3
+    assert build_config(["second", "first"], path=presets).n == 2
+
+
+def test_regex_keys_match_every_dotted_key_and_file_order_wins(presets):
+    config = build_config(["first", "second"], path=presets)
+    assert config.net.units == 16 and config.head.units == 16
+    config = build_config(["second", "first"], path=presets)
+    assert config.net.units == 8 and config.head.units == 16
+
+
+def test_nested_preset_blocks_update_only_their_keys(presets):
+    config = build_config(["second"], path=presets)
+    assert config.head.layers == 5 and config.net.layers == 2
+
+
+def test_command_line_overrides_come_last_and_are_typed(presets):
+    config = build_config(["first"], {"n": ["1e5"], "lr": ["3e-4"], "flag": ["true"], "devices": ["0", "1"]}, path=presets)
+    assert config.n == 100000 and isinstance(config.n, int)
+    assert config.lr == pytest.approx(3e-4)
+    assert config.flag is True
+    assert config.devices == [0, 1]
+    assert build_config([], {"devices": ["2,3"]}, path=presets).devices == [2, 3]
+    assert build_config([], {"flag": ["False"]}, path=presets).flag is False
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"n": ["1.5"]}, ["'n'", "int", "1.5"]),
+        ({"flag": ["maybe"]}, ["'flag'", "bool", "maybe"]),
+        ({"lr": ["fast"]}, ["'lr'", "float", "fast"]),
+        ({"devices": ["x"]}, ["'devices'", "int"]),
+        ({"net.unit": ["3"]}, ["Unknown config key 'net.unit'", "net.units"]),
+    ],
+)
+def test_bad_values_and_keys_name_the_problem(presets, overrides, words):
+    with pytest.raises(ConfigError) as error:
+        build_config([], overrides, path=presets)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_unknown_preset_lists_valid_presets(presets):
+    with pytest.raises(ConfigError, match="Unknown preset 'third'. Valid presets: first, second, broken"):
+        build_config(["third"], path=presets)
+
+
+def test_a_preset_with_a_wrongly_typed_value_names_preset_and_key(presets):
+    with pytest.raises(ConfigError, match="'n' expects int, got 'hello'"):
+        build_config(["broken"], path=presets)
+
+
+def test_unreadable_yaml_is_a_clear_error(tmp_path):
+    path = tmp_path / "configs.yaml"
+    path.write_text("defaults:\n  a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        build_config([], path=path)
+    with pytest.raises(ConfigError, match="Cannot read config file"):
+        build_config([], path=tmp_path / "missing.yaml")
+
+
+def test_config_is_read_only_and_roundtrips_through_yaml(tmp_path):
+    config = build_config(["debug"])
+    with pytest.raises(AttributeError):
+        config.seed = 3
+    config.save(tmp_path / "config.yaml")
+    assert Config.load(tmp_path / "config.yaml") == config
+    assert config.update({"run.steps": 7}).run.steps == 7 and config.run.steps != 7
+
+
+def test_cli_parsing_splits_presets_overrides_and_flags():
+    names, overrides, flags = parse_cli(
+        ["--configs", "a", "b,c", "--run.steps=5", "--jax.train_devices", "0", "1", "--print_config", "--x", "-1"]
+    )
+    assert names == ["a", "b", "c"]
+    assert overrides == {"run.steps": ["5"], "jax.train_devices": ["0", "1"], "x": ["-1"]}
+    assert flags == {"print_config"}
+    with pytest.raises(ConfigError, match="without a value"):
+        parse_cli(["--seed"])
+    with pytest.raises(ConfigError, match="Unexpected argument 'stray'"):
+        parse_cli(["stray"])
+
+
+def test_every_shipped_preset_builds_and_validates():
+    from recall2imagine.config import load_presets
+
+    for name in load_presets():
+        if name != "defaults":
+            validate(build_config([name]))
+
+
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("ssm_type", "lstm", ["ssm_type", "'mimo'", "'gru'"]),
+        ("actor.inputs", "deter,memory", ["actor.inputs", "memory", "hidden"]),
+        ("batch_size", "0", ["batch_size", "positive"]),
+        ("use_lfs", "True", ["lfs_dir"]),
+    ],
+)
+def test_validation_names_the_bad_key_and_what_is_allowed(key, value, words):
+    with pytest.raises(ConfigError) as error:
+        validate(build_config([], {key: [value]}))
+    for word in words:
+        assert word in str(error.value)
+
+
+MMAZE = ["--configs", "mmaze", "--task", "gym_memory_maze:MemoryMaze-9x9-v0", "--wdb_name", "memory_maze_9x9",
+         "--logdir", "./logs_memory_maze_9x9"]
+POPGYM = ["--configs", "popgym", "--task", "gym_popgym:popgym-RepeatPreviousEasy-v0", "--wdb_name",
+          "popgym_repeat_previous_easy", "--logdir", "./logs_popgym_repeat_previous_easy"]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (MMAZE, {"envs.amount": 40, "run.train_ratio": 64.0, "rssm.hidden": 512, "ssm.n_layers": 5,
+                 "wdb_name": "memory_maze_9x9", "encoder.cnn_keys": "image", "actor.layers": 4}),
+        (MMAZE + ["--jax.train_devices", "0", "1", "--jax.policy_devices", "0"],
+         {"jax.train_devices": [0, 1], "jax.policy_devices": [0]}),
+        (MMAZE + ["--use_lfs", "True", "--lfs_dir", "/tmp/r2i_lfs"], {"use_lfs": True, "lfs_dir": "/tmp/r2i_lfs"}),
+        (POPGYM, {"envs.amount": 8, "rssm.units": 512, "actor.inputs": ["stoch", "hidden"],
+                  "task": "gym_popgym:popgym-RepeatPreviousEasy-v0", "encoder.mlp_layers": 1}),
+    ],
+)
+def test_r2i_readme_commands_print_their_resolved_config(argv, expected, capsys):
+    assert main(argv + ["--print_config"]) == 0
+    printed = Config.load_text(capsys.readouterr().out)
+    for key, value in expected.items():
+        assert printed[key] == value, key
+
+
+def test_bad_input_exits_2_with_one_line_and_no_traceback():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "recall2imagine" / "train.py"), "--configs", "popgym", "--run.stepz", "5"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert "Unknown config key 'run.stepz'" in result.stderr and "run.steps" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_module_entry_point_prints_help_with_presets_and_keys():
+    result = subprocess.run([sys.executable, "-m", "recall2imagine.train", "--help"], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 0
+    assert "mmaze" in result.stdout and "debug" in result.stdout and "batch_length" in result.stdout
