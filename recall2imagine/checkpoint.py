@@ -1,0 +1,69 @@
+"""Agent checkpoints with orbax: the agent state pytree plus JSON counters.
+
+Orbax writes each checkpoint to a temporary folder and renames it when complete,
+so a kill mid-save leaves the previous checkpoints intact. If the newest one
+cannot be read, the previous kept one is used; if none can, the error says so
+instead of starting from scratch over existing data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orbax.checkpoint as ocp
+
+__all__ = ["Checkpointer", "CheckpointError"]
+
+
+class CheckpointError(RuntimeError):
+    """No readable checkpoint where one is expected."""
+
+
+class Checkpointer:
+    """Saves and restores `(state, meta)` under `directory/<step>/`.
+
+    Args:
+      directory: the checkpoint folder (`<logdir>/ckpt`).
+      keep: how many checkpoints to keep (>= 2 gives a fallback if the newest is damaged).
+    """
+
+    def __init__(self, directory, keep: int = 2):
+        self.directory = Path(directory).resolve()
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def steps(self) -> list[int]:
+        """The saved checkpoints' steps, oldest first."""
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state, meta: dict) -> None:
+        """Writes `state` (pytree of arrays) and `meta` (JSON-able dict) as checkpoint `step`."""
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        self._manager.save(int(step), args=args, force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, template):
+        """Returns `(state, meta, step)` of the newest readable checkpoint, or None if there is none.
+
+        `template` is a state pytree of the expected structure (e.g. a fresh `agent.init`).
+        """
+        steps = self.steps()
+        if not steps:
+            return None
+        errors = []
+        for step in reversed(steps):
+            try:
+                args = ocp.args.Composite(state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore())
+                restored = self._manager.restore(step, args=args)
+                return restored["state"], dict(restored["meta"]), step
+            except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous checkpoint
+                errors.append(f"step {step}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        raise CheckpointError(
+            f"No readable checkpoint in {self.directory} (tried {len(steps)}):\n  " + "\n  ".join(errors)
+            + "\nThe replay and logs there are kept. Move or delete the damaged ckpt/ folder to start the agent"
+            " afresh on this data, or use another --logdir."
+        )
+
+    def close(self) -> None:
+        self._manager.close()
