@@ -1,0 +1,52 @@
+"""Orbax checkpoints: round trip, fallback to the previous one, a clear error when none is readable."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from recall2imagine.checkpoint import CheckpointError, Checkpointer
+
+STATE = {"w": jnp.arange(3.0), "ssm": {"x0": jnp.ones(2, jnp.complex64) * (1 + 2j)}, "step": jnp.array(4, jnp.int32)}
+
+
+def damage(directory):
+    for path in directory.rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"not a checkpoint")
+
+
+def test_roundtrip_keeps_values_dtypes_and_meta(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.save(7, STATE, {"step": 7, "credit": 0.5})
+    state, meta, step = Checkpointer(tmp_path / "ckpt").restore(STATE)
+    assert step == 7 and meta == {"step": 7, "credit": 0.5}
+    assert state["ssm"]["x0"].dtype == jnp.complex64
+    np.testing.assert_array_equal(state["ssm"]["x0"], STATE["ssm"]["x0"])
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ckpt", keep=2)
+    for step in (1, 2, 3):
+        ckpt.save(step, STATE, {"step": step})
+    assert ckpt.steps() == [2, 3]
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ckpt", keep=2)
+    ckpt.save(1, STATE, {"step": 1})
+    ckpt.save(2, STATE, {"step": 2})
+    damage(tmp_path / "ckpt" / "2")
+    _, meta, step = Checkpointer(tmp_path / "ckpt").restore(STATE)
+    assert step == 1 and meta["step"] == 1
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ckpt", keep=2)
+    ckpt.save(1, STATE, {"step": 1})
+    damage(tmp_path / "ckpt" / "1")
+    with pytest.raises(CheckpointError, match="No readable checkpoint"):
+        Checkpointer(tmp_path / "ckpt").restore(STATE)
+
+
+def test_an_empty_directory_has_nothing_to_restore(tmp_path):
+    assert Checkpointer(tmp_path / "ckpt").restore(STATE) is None
