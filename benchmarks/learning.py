@@ -1,0 +1,112 @@
+"""Learning benchmark: train one task on this machine for a wall-time budget and record the curve.
+
+    python benchmarks/learning.py tmaze    [--minutes 30] [-- extra train.py args]
+    python benchmarks/learning.py popgym   [--minutes 60]
+
+Runs train.py in a subprocess, watches scores.jsonl, and records when the mean
+score of the last `--window` episodes first reaches the target (env steps and
+wall seconds), the best such mean (MMER-style: max over training of the mean
+episodic return) and the final one. Writes `benchmarks/results/learning_<name>.json`
+and a PNG of the curve next to it. The run directory is kept under
+`benchmarks/runs/<name>` (ignored by git) and is resumed if it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+TASKS = {
+    "tmaze": {"configs": ["cpu", "tmaze"], "task": "tmaze_passive_50", "target": 0.95,
+              "note": "passive T-Maze, corridor 50; a memoryless agent gets 0.5"},
+    "popgym": {"configs": ["cpu", "popgym"], "task": "gym_popgym:popgym-RepeatPreviousEasy-v0", "target": 0.9,
+               "note": "POPGym RepeatPreviousEasy; random -0.5, R2I published ~0.8"},
+}
+
+
+def read_scores(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # the line being written right now
+    return records
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=sorted(TASKS))
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--window", type=int, default=100, help="episodes in the moving mean")
+    parser.add_argument("--fresh", action="store_true", help="delete an existing run directory first")
+    parser.add_argument("extra", nargs="*", help="more train.py arguments (after --)")
+    args = parser.parse_args(argv)
+    spec = TASKS[args.name]
+    logdir = ROOT / "benchmarks" / "runs" / args.name
+    if args.fresh and logdir.exists():
+        import shutil
+
+        shutil.rmtree(logdir)
+    command = [sys.executable, str(ROOT / "recall2imagine" / "train.py"), "--configs", *spec["configs"],
+               "--task", spec["task"], "--logdir", str(logdir), *args.extra]
+    print("running:", " ".join(command[1:]), flush=True)
+    start = time.time()
+    process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    reached = None
+    best = float("-inf")
+    scores: list[dict] = []
+    try:
+        while process.poll() is None and time.time() - start < args.minutes * 60:
+            time.sleep(5)
+            scores = read_scores(logdir / "scores.jsonl")
+            if len(scores) >= args.window:
+                mean = sum(s["episode/score"] for s in scores[-args.window:]) / args.window
+                best = max(best, mean)
+                if reached is None and mean >= spec["target"]:
+                    reached = {"env_steps": scores[-1]["step"], "wall_seconds": round(time.time() - start, 1)}
+                    print(f"target {spec['target']} reached: {reached}", flush=True)
+    finally:
+        if process.poll() is None:
+            process.terminate()  # SIGTERM: the run saves and exits
+            process.wait(timeout=300)
+    stderr = process.stderr.read() if process.stderr else ""
+    scores = read_scores(logdir / "scores.jsonl")
+    window = scores[-args.window:]
+    final = sum(s["episode/score"] for s in window) / max(len(window), 1)
+    result = {
+        "task": spec["task"], "note": spec["note"], "target": spec["target"], "reached": reached,
+        "best_mean_score": None if best == float("-inf") else round(best, 4), "final_mean_score": round(final, 4),
+        "window_episodes": args.window, "episodes": len(scores), "env_steps": scores[-1]["step"] if scores else 0,
+        "wall_seconds": round(time.time() - start, 1), "budget_minutes": args.minutes,
+        "command": "python benchmarks/learning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "train_command": " ".join(command[1:]).replace(str(ROOT) + "/", ""),
+        "date": datetime.date.today().isoformat(), "cpus": os.cpu_count(), "machine": platform.machine(),
+        "exit_status": process.returncode, "stderr_tail": stderr[-1500:] if process.returncode else "",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"learning_{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    if scores:
+        sys.path.insert(0, str(ROOT))
+        from recall2imagine.plot import plot_runs
+
+        plot_runs([logdir], RESULTS / f"learning_{args.name}.png", title=f"{spec['task']} ({spec['note']})")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
