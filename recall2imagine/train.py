@@ -35,9 +35,18 @@ def main(argv=None) -> int:
     if "print_config" in flags:
         print(config.to_yaml(), end="")
         return 0
-    from recall2imagine.run import train
+    from recall2imagine.checkpoint import CheckpointError
+    from recall2imagine.run import TrainingError, train
+    from replay import ReplayError
 
-    return train(config)
+    try:
+        return train(config)
+    except (ConfigError, CheckpointError, ReplayError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
