@@ -1,0 +1,214 @@
+"""The R2I agent: world model + actor-critic, jitted train and policy steps.
+
+State (a pytree of arrays, checkpointable):
+  {"params": {"wm", "actor", "critic", "slow_critic"},
+   "opt": {"wm", "actor", "critic"},            optax states
+   "retnorm": {"low", "high"},                  float32 scalars
+   "step": int32 scalar}                        train steps taken
+Policy carry: {"core": SSM states (tuple of n_layers complex64 (N, P)) or GRU state
+(N, deter), "stoch": z_{t-1} (N, S, C), "action": a_{t-1} (N, A)}.
+
+Training is data parallel over a mesh axis "data" of `jax.train_devices`: the batch is
+sharded along B, the state replicated; the same jitted function serves 1 or N devices.
+"""
+
+import gymnasium
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from recall2imagine.behavior import Behavior, imagination_starts, retnorm_init, slow_update
+from recall2imagine.optim import make_optimizer
+from recall2imagine.world_model import WorldModel
+
+sg = jax.lax.stop_gradient
+MODES = ("train", "eval")
+
+
+def _devices(indices, key):
+    devices = jax.devices()
+    indices = list(indices)
+    if not indices or any(not 0 <= i < len(devices) for i in indices):
+        raise ValueError(f"{key} must list indices into jax.devices() (0..{len(devices) - 1} "
+                         f"on this machine: {devices}), got {indices}")
+    return [devices[i] for i in indices]
+
+
+class Agent:
+    """Agent(obs_space: gymnasium.spaces.Dict, act_space: Discrete | Box (1-D), config)."""
+
+    def __init__(self, obs_space, act_space, config):
+        self.config = config
+        self.obs_space = obs_space
+        self.act_space = act_space
+        if isinstance(act_space, gymnasium.spaces.Discrete):
+            self.discrete, act_dim = True, int(act_space.n)
+        elif isinstance(act_space, gymnasium.spaces.Box) and len(act_space.shape) == 1:
+            self.discrete, act_dim = False, int(act_space.shape[0])
+        else:
+            raise ValueError(f"action space must be Discrete or a 1-D Box, got {act_space}")
+        self.act_dim = act_dim
+        shapes = {k: tuple(v.shape) for k, v in obs_space.spaces.items()}
+        self.wm = WorldModel(shapes, act_dim, config)
+        self.behavior = Behavior(self.wm, self.discrete, act_dim, config)
+        self.opts = {"wm": make_optimizer(config.model_opt, config.ssm_opt),
+                     "actor": make_optimizer(config.actor_opt),
+                     "critic": make_optimizer(config.critic_opt)}
+        self.batch_keys = self.wm.data_keys + ("action", "reward", "is_first", "is_terminal")
+
+        self.train_devices = _devices(config.jax.train_devices, "jax.train_devices")
+        self.policy_device = _devices(config.jax.policy_devices[:1], "jax.policy_devices")[0]
+        mesh = Mesh(np.array(self.train_devices), ("data",))
+        self._replicated = NamedSharding(mesh, PartitionSpec())
+        self._sharded = NamedSharding(mesh, PartitionSpec("data"))
+        # Jitted: initialising op by op would compile every small op separately.
+        self._init = jax.jit(self._fresh_state, out_shardings=self._replicated)
+        self._train = jax.jit(self._train_step, out_shardings=self._replicated)
+        self._policy = jax.jit(self._policy_step, static_argnames="greedy")
+        self._abstract_wm = jax.eval_shape(self.wm.init, jax.random.PRNGKey(0))
+
+    # ------------------------------------------------------------------ state
+
+    def init(self, seed):
+        """Fresh state (see the module docstring), replicated over the train devices."""
+        return self._init(jax.random.PRNGKey(seed))
+
+    def _fresh_state(self, key):
+        wm_key, behavior_key = jax.random.split(key)
+        wm_params = self.wm.init(wm_key)
+        heads = self.behavior.init(behavior_key, wm_params)
+        params = {"wm": wm_params, "actor": heads["actor"], "critic": heads["critic"],
+                  "slow_critic": jax.tree.map(jnp.copy, heads["critic"])}
+        state = {"params": params,
+                 "opt": {k: self.opts[k].init(params[k]) for k in self.opts},
+                 "retnorm": retnorm_init(), "step": jnp.zeros((), jnp.int32)}
+        return state
+
+    def initial_carry(self, batch_size):
+        """Zero carry for ``batch_size`` envs on the policy device.
+
+        Its values are placeholders: an env's first observation has is_first=True,
+        which resets the entry to the learned initial state inside `policy`.
+        """
+        shapes = jax.eval_shape(lambda p: self.wm.initial_carry(p, batch_size), self._abstract_wm)
+        carry = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        return jax.device_put(carry, self.policy_device)
+
+    # ----------------------------------------------------------------- acting
+
+    def policy(self, state, carry, obs, key, mode="train"):
+        """One env step for N envs: obs dict with (N, ...) arrays and is_first (N,).
+
+        Returns (action (N, A) float32: one-hot for Discrete, in [-1, 1] for Box;
+        new carry). mode "train" samples, "eval" takes the actor's mode.
+        """
+        if mode not in MODES:
+            raise ValueError(f"policy mode must be one of {MODES}, got {mode!r}")
+        params = {"wm": state["params"]["wm"], "actor": state["params"]["actor"]}
+        inputs = {k: obs[k] for k in self.wm.obs_keys}
+        inputs["is_first"] = np.asarray(obs["is_first"], bool)
+        params, carry, inputs, key = jax.device_put((params, carry, inputs, key),
+                                                    self.policy_device)
+        return self._policy(params, carry, inputs, key, greedy=mode == "eval")
+
+    def _policy_step(self, params, carry, obs, key, greedy):
+        obs_key, act_key = jax.random.split(key)
+        embed = self.wm.encode(params["wm"], {k: obs[k] for k in self.wm.obs_keys})
+        carry, latent = self.wm.obs_step(params["wm"], carry, embed, obs["is_first"], obs_key)
+        action = self.behavior.act(params["actor"], latent, act_key, greedy)
+        return action, {**carry, "action": action}
+
+    def env_action(self, action):
+        """(N, A) policy actions -> env actions: (N,) int (Discrete) or (N, D) in bounds (Box)."""
+        action = np.asarray(action)
+        if self.discrete:
+            return action.argmax(-1).astype(np.int64) + int(self.act_space.start)
+        low, high = self._box_bounds()
+        return np.clip(low + (np.clip(action, -1.0, 1.0) + 1.0) / 2.0 * (high - low), low, high)
+
+    def replay_action(self, env_actions):
+        """Env actions (N,) int or (N, D) -> stored format (N, A) float32."""
+        env_actions = np.asarray(env_actions)
+        if self.discrete:
+            index = env_actions.astype(np.int64) - int(self.act_space.start)
+            return np.eye(self.act_dim, dtype=np.float32)[index]
+        low, high = self._box_bounds()
+        return np.clip(2.0 * (env_actions - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
+
+    def _box_bounds(self):
+        """Finite Box bounds, else [-1, 1] per dimension (actions then pass unchanged)."""
+        low = np.asarray(self.act_space.low, np.float64)
+        high = np.asarray(self.act_space.high, np.float64)
+        finite = np.isfinite(low) & np.isfinite(high)
+        return np.where(finite, low, -1.0), np.where(finite, high, 1.0)
+
+    # --------------------------------------------------------------- training
+
+    def train(self, state, batch, key):
+        """One world-model + actor-critic update on a (B, T, ...) batch.
+
+        Returns (new state, metrics: dict of float32 scalars, one per loss term
+        "loss/<obs key>", "loss/reward", "loss/cont", "loss/dyn", "loss/rep",
+        "loss/model", "loss/actor", "loss/critic", plus grad norms and statistics).
+        """
+        missing = [k for k in self.batch_keys if k not in batch]
+        if missing:
+            raise KeyError(f"batch lacks keys {missing}; it needs {list(self.batch_keys)}")
+        size, devices = np.shape(batch["is_first"])[0], len(self.train_devices)
+        if size % devices:
+            raise ValueError(f"batch_size {size} must be divisible by the number of train "
+                             f"devices {devices} (jax.train_devices)")
+        batch = jax.device_put({k: batch[k] for k in self.batch_keys}, self._sharded)
+        state, key = jax.device_put((state, key), self._replicated)
+        return self._train(state, batch, key)
+
+    def _train_step(self, state, batch, key):
+        params, opt = state["params"], state["opt"]
+        batch = self._checked(batch)
+        wm_key, actor_key = jax.random.split(key)
+        metrics = {}
+
+        (_, (outs, wm_metrics)), grads = jax.value_and_grad(self.wm.loss, has_aux=True)(
+            params["wm"], batch, wm_key)
+        wm_params, opt_wm = self._apply("wm", grads, params["wm"], opt["wm"], metrics)
+        metrics.update(wm_metrics)
+
+        start = sg(imagination_starts(outs, batch["is_terminal"]))
+        (_, (traj, returns, retnorm, actor_metrics)), grads = jax.value_and_grad(
+            self.behavior.actor_loss, has_aux=True)(
+            params["actor"], wm_params, params["critic"], state["retnorm"], start, actor_key)
+        actor_params, opt_actor = self._apply("actor", grads, params["actor"], opt["actor"],
+                                              metrics)
+        metrics.update(actor_metrics)
+
+        (_, critic_metrics), grads = jax.value_and_grad(self.behavior.critic_loss, has_aux=True)(
+            params["critic"], params["slow_critic"], traj, returns)
+        critic_params, opt_critic = self._apply("critic", grads, params["critic"],
+                                                opt["critic"], metrics)
+        metrics.update(critic_metrics)
+
+        c = self.config
+        slow = slow_update(params["slow_critic"], critic_params, c.slow_critic_fraction,
+                           state["step"] % c.slow_critic_update == 0)
+        new_state = {"params": {"wm": wm_params, "actor": actor_params, "critic": critic_params,
+                                "slow_critic": slow},
+                     "opt": {"wm": opt_wm, "actor": opt_actor, "critic": opt_critic},
+                     "retnorm": retnorm, "step": state["step"] + 1}
+        return new_state, {k: v.astype(jnp.float32) for k, v in metrics.items()}
+
+    def _apply(self, name, grads, params, opt_state, metrics):
+        metrics[f"grad_norm/{name}"] = optax.tree.norm(grads)
+        updates, opt_state = self.opts[name].update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    def _checked(self, batch):
+        batch_size, length = batch["is_first"].shape
+        assert batch["action"].shape == (batch_size, length, self.act_dim), (
+            f"batch action must be (B, T, {self.act_dim}), got {batch['action'].shape}")
+        for key in ("reward", "is_terminal"):
+            assert batch[key].shape == (batch_size, length), (
+                f"batch {key} must be (B, T) = {(batch_size, length)}, got {batch[key].shape}")
+        return {**batch, "action": batch["action"].astype(jnp.float32),
+                "is_first": batch["is_first"].astype(bool)}

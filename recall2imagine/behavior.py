@@ -1,0 +1,201 @@
+"""Actor-critic trained in imagination (DreamerV3 recipe, R2I feature inputs).
+
+Imagination starts from every posterior state of a batch (N = B*T starts) and rolls
+the world model's prior forward `imag_horizon` steps with the actor. Trajectories are
+time-major: every leaf has leading shape (H+1, N), step 0 being the start.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from recall2imagine import nets
+from recall2imagine.world_model import compute_dtype, features, hidden_features
+
+sg = jax.lax.stop_gradient
+ACTOR_GRADS = ("reinforce", "backprop")
+
+
+def imagination_starts(outs, is_terminal):
+    """Every posterior state of a (B, T) batch as an imagination start, N = B*T."""
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    return {"core": jax.tree.map(flat, outs["core"]), "stoch": flat(outs["stoch"]),
+            "deter": flat(outs["deter"]), "is_terminal": flat(is_terminal)}
+
+
+def lambda_return(reward, value, cont, discount, lam):
+    """TD(lambda) returns R_0..R_{H-1}, shape (H, N).
+
+    reward, cont: (H, N), r_t and c_t of steps 1..H; value: (H+1, N), v_0..v_H.
+    R_t = r_{t+1} + discount c_{t+1} ((1 - lam) v_{t+1} + lam R_{t+1}), R_H = v_H.
+    """
+    assert reward.shape == cont.shape == value[1:].shape, (
+        f"lambda_return: reward {reward.shape}, cont {cont.shape}, value {value.shape}")
+    disc = discount * cont
+    bootstrap = reward + disc * (1.0 - lam) * value[1:]
+
+    def step(later, inputs):
+        boot_t, disc_t = inputs
+        ret = boot_t + disc_t * lam * later
+        return ret, ret
+
+    _, returns = jax.lax.scan(step, value[-1], (bootstrap, disc), reverse=True)
+    return returns
+
+
+def retnorm_init():
+    return {"low": jnp.zeros((), jnp.float32), "high": jnp.zeros((), jnp.float32)}
+
+
+def retnorm_update(state, returns, decay, perclo, perchi):
+    """EMA of the perclo-th and perchi-th percentiles (in percent) of all returns."""
+    low = jnp.percentile(returns, perclo)
+    high = jnp.percentile(returns, perchi)
+    return {"low": decay * state["low"] + (1.0 - decay) * low,
+            "high": decay * state["high"] + (1.0 - decay) * high}
+
+
+def retnorm_stats(state, max_scale):
+    """(offset, scale): normalised x = (x - offset) / scale, scale = max(1/max, high - low)."""
+    return state["low"], jnp.maximum(1.0 / max_scale, state["high"] - state["low"])
+
+
+class Behavior:
+    """Actor and critic heads and their losses; pure functions of params."""
+
+    def __init__(self, world_model, discrete, act_dim, config):
+        self.wm = world_model
+        self.config = config
+        self.discrete = discrete
+        self.act_dim = act_dim
+        dtype = compute_dtype(config)
+        a, c = config.actor, config.critic
+        self.actor = nets.Head("onehot" if discrete else "normal", a.layers, a.units,
+                               size=act_dim, outscale=a.outscale, unimix=a.unimix,
+                               minstd=a.minstd, maxstd=a.maxstd, act=a.act, norm=a.norm,
+                               dtype=dtype)
+        self.critic = nets.Head("twohot", c.layers, c.units, bins=c.bins, outscale=c.outscale,
+                                act=c.act, norm=c.norm, dtype=dtype)
+        self.actor_inputs = world_model.feature_names(a.inputs)
+        self.critic_inputs = world_model.feature_names(c.inputs)
+        self.needed_features = set(self.actor_inputs + self.critic_inputs
+                                   + world_model.head_inputs["reward"]
+                                   + world_model.head_inputs["cont"])
+        self.grad = config.actor_grad_disc if discrete else config.actor_grad_cont
+        if self.grad not in ACTOR_GRADS:
+            raise ValueError(f"actor_grad_disc/actor_grad_cont must be one of {ACTOR_GRADS}, "
+                             f"got {self.grad!r}")
+        self.discount = 1.0 - 1.0 / config.horizon
+
+    def init(self, key, wm_params):
+        """{"actor": params, "critic": params} for a world model's feature widths."""
+        carry = self.wm.initial_carry(wm_params, 1)
+        state = {"core": carry["core"], "stoch": carry["stoch"],
+                 "deter": jnp.zeros((1, self.config.rssm.deter))}
+        actor_key, critic_key = jax.random.split(key)
+        return {"actor": self.actor.init(actor_key, features(state, self.actor_inputs)),
+                "critic": self.critic.init(critic_key,
+                                           features(state, self.critic_inputs))}
+
+    def policy(self, actor_params, state):
+        """Action distribution on a latent state (gradients stop at the state)."""
+        return self.actor.apply(actor_params, sg(features(state, self.actor_inputs)))
+
+    def act(self, actor_params, state, key, greedy):
+        """(N, A) float32 actions: one-hot (Discrete) or clipped to [-1, 1] (Box)."""
+        dist = self.policy(actor_params, state)
+        action = sg(dist.mode() if greedy else dist.sample(key))
+        if self.discrete:
+            # Exact one-hot: the straight-through sample carries rounding noise.
+            return jax.nn.one_hot(jnp.argmax(action, -1), self.act_dim)
+        return jnp.clip(action, -1.0, 1.0)
+
+    def value(self, critic_params, state):
+        return self.critic.apply(critic_params, features(state, self.critic_inputs))
+
+    def imagine(self, wm_params, actor_params, start, key):
+        """Rolls the prior and the actor from ``start`` for imag_horizon steps.
+
+        start: {"core", "stoch" (N,S,C), "deter" (N,D), "is_terminal" (N,)}.
+        Returns traj with (H+1, N, ...) leaves: deter, stoch, hidden (mimo, when an
+        input needs it), action (H+1, N, A), reward, cont, weight (H+1, N).
+        """
+        horizon = self.config.imag_horizon
+        keys = jax.random.split(key, horizon + 1)
+        latent = {k: start[k] for k in ("core", "stoch", "deter")}
+
+        def record(state, action):
+            out = {"deter": state["deter"], "stoch": state["stoch"], "action": action}
+            if "hidden" in self.needed_features:
+                out["hidden"] = hidden_features(state["core"])
+            return out
+
+        def step(carry, key):
+            state, action = carry
+            img_key, act_key = jax.random.split(key)
+            state = self.wm.img_step(wm_params, state, action, img_key)
+            action = self.act_differentiable(actor_params, state, act_key)
+            return (state, action), record(state, action)
+
+        first_action = self.act_differentiable(actor_params, latent, keys[0])
+        _, traj = jax.lax.scan(step, (latent, first_action), keys[1:])
+        first = record(latent, first_action)
+        traj = jax.tree.map(lambda x, y: jnp.concatenate([x[None], y], 0), first, traj)
+        traj["reward"] = self.wm.head(wm_params, traj, "reward").mean()
+        cont = self.wm.head(wm_params, traj, "cont").mode()
+        first_cont = 1.0 - start["is_terminal"].astype(jnp.float32)
+        traj["cont"] = jnp.concatenate([first_cont[None], cont[1:]], 0)
+        # Weight of step t: discount^t times the probability the episode is still running.
+        traj["weight"] = jnp.cumprod(self.discount * traj["cont"], 0) / self.discount
+        return traj
+
+    def act_differentiable(self, actor_params, state, key):
+        """A sampled action that keeps its gradient to the actor (backprop actor)."""
+        return self.policy(actor_params, state).sample(key)
+
+    def actor_loss(self, actor_params, wm_params, critic_params, retnorm, start, key):
+        """Imagines and scores with lambda-returns.
+
+        Returns (loss, (traj, returns (H, N), updated retnorm state, metrics))."""
+        c = self.config
+        # REINFORCE needs no gradient through the rollout: keep it out of the graph.
+        rollout_params = actor_params if self.grad == "backprop" else sg(actor_params)
+        traj = self.imagine(wm_params, rollout_params, start, key)
+        value = self.value(critic_params, traj).mean()
+        returns = lambda_return(traj["reward"][1:], value, traj["cont"][1:], self.discount,
+                                c.return_lambda)
+        retnorm = retnorm_update(retnorm, sg(returns), c.retnorm.decay, c.retnorm.perclo,
+                                 c.retnorm.perchi)
+        offset, scale = retnorm_stats(retnorm, c.retnorm.max)
+        advantage = (returns - offset) / scale - (value[:-1] - offset) / scale
+        dist = self.policy(actor_params, sg(traj))
+        logpi = dist.log_prob(sg(traj["action"]))[:-1]
+        entropy = dist.entropy()[:-1]
+        loss = -advantage if self.grad == "backprop" else -logpi * sg(advantage)
+        loss = loss - c.actent * entropy
+        loss = (loss * sg(traj["weight"][:-1])).mean() * c.loss_scales.actor
+        metrics = {"loss/actor": loss, "actor/entropy": entropy.mean(),
+                   "actor/logprob": logpi.mean(), "imag/return": returns.mean(),
+                   "imag/reward": traj["reward"][1:].mean(), "imag/value": value.mean(),
+                   "imag/cont": traj["cont"].mean(), "imag/advantage": advantage.mean(),
+                   "retnorm/low": retnorm["low"], "retnorm/high": retnorm["high"],
+                   "retnorm/scale": scale}
+        return loss, (sg(traj), sg(returns), retnorm, metrics)
+
+    def critic_loss(self, critic_params, slow_params, traj, returns):
+        """Two-hot critic on lambda-returns, regularised towards the slow critic's mean."""
+        c = self.config
+        states = jax.tree.map(lambda x: x[:-1], traj)
+        dist = self.value(critic_params, states)
+        slow_mean = sg(self.value(slow_params, states).mean())
+        fit = -dist.log_prob(sg(returns))
+        reg = -dist.log_prob(slow_mean)
+        weight = sg(traj["weight"][:-1])
+        loss = ((fit + c.loss_scales.slowreg * reg) * weight).mean() * c.loss_scales.critic
+        return loss, {"loss/critic": loss, "critic/fit": (fit * weight).mean(),
+                      "critic/slowreg": (reg * weight).mean()}
+
+
+def slow_update(slow, fast, fraction, due):
+    """EMA step slow <- (1 - fraction) slow + fraction fast where ``due`` (bool scalar)."""
+    mix = jnp.where(due, fraction, 0.0)
+    return jax.tree.map(lambda s, f: (1.0 - mix) * s + mix * f, slow, fast)

@@ -1,0 +1,56 @@
+"""Actor-critic maths: lambda-returns, return normalisation, slow critic."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from recall2imagine.behavior import (lambda_return, retnorm_init, retnorm_stats, retnorm_update,
+                                     slow_update)
+
+
+def test_lambda_return_matches_hand_computed_example():
+    # H = 3 steps, two trajectories; discount 0.5, lambda 0.5.
+    reward = jnp.array([[1.0, 0.0], [2.0, 0.0], [3.0, 1.0]])
+    value = jnp.array([[10.0, 0.0], [20.0, 0.0], [30.0, 0.0], [40.0, 8.0]])
+    cont = jnp.array([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    # Column 0, backwards: R3 = v3 = 40; R2 = 3 + 0.5*0*(...) = 3;
+    # R1 = 2 + 0.5*(0.5*30 + 0.5*3) = 10.25; R0 = 1 + 0.5*(0.5*20 + 0.5*10.25) = 8.5625.
+    # Column 1: R2 = 1 + 0.5*(0.5*8 + 0.5*8) = 5; R1 = 0.5*(0.5*0 + 0.5*5) = 1.25;
+    # R0 = 0.5*(0.5*0 + 0.5*1.25) = 0.3125.
+    expected = [[8.5625, 0.3125], [10.25, 1.25], [3.0, 5.0]]
+    np.testing.assert_allclose(lambda_return(reward, value, cont, 0.5, 0.5), expected, rtol=1e-6)
+
+
+def test_lambda_return_limits_are_td0_and_monte_carlo():
+    rng = np.random.default_rng(0)
+    reward, cont = rng.normal(size=(4, 3)), (rng.random((4, 3)) > 0.2).astype(float)
+    value = rng.normal(size=(5, 3))
+    td0 = lambda_return(reward, value, cont, 0.9, 0.0)
+    np.testing.assert_allclose(td0, reward + 0.9 * cont * value[1:], rtol=1e-5)
+    mc = np.zeros((4, 3))
+    running = value[-1]
+    for t in reversed(range(4)):
+        running = reward[t] + 0.9 * cont[t] * running
+        mc[t] = running
+    np.testing.assert_allclose(lambda_return(reward, value, cont, 0.9, 1.0), mc, rtol=1e-5)
+
+
+def test_return_normalisation_matches_numpy_reference():
+    rng = np.random.default_rng(1)
+    decay, lo, hi, max_scale = 0.9, 5.0, 95.0, 1.0
+    state, low, high = retnorm_init(), 0.0, 0.0
+    for scale in (0.1, 10.0, 30.0):  # tiny ranges are not blown up: scale floors at 1/max
+        returns = scale * rng.normal(size=(15, 64)).astype(np.float32)
+        state = retnorm_update(state, jnp.asarray(returns), decay, lo, hi)
+        low = decay * low + (1 - decay) * np.percentile(returns, lo)
+        high = decay * high + (1 - decay) * np.percentile(returns, hi)
+        offset, inv = retnorm_stats(state, max_scale)
+        np.testing.assert_allclose([state["low"], state["high"]], [low, high], rtol=1e-5)
+        np.testing.assert_allclose(offset, low, rtol=1e-5)
+        np.testing.assert_allclose(inv, max(1.0 / max_scale, high - low), rtol=1e-5)
+    assert float(inv) > 1.0  # the last ranges are wide enough to scale down
+
+
+def test_slow_critic_moves_by_fraction_only_when_due():
+    slow, fast = {"w": jnp.zeros(3)}, {"w": jnp.ones(3)}
+    np.testing.assert_allclose(slow_update(slow, fast, 0.02, jnp.array(False))["w"], 0.0)
+    np.testing.assert_allclose(slow_update(slow, fast, 0.02, jnp.array(True))["w"], 0.02)
