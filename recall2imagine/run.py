@@ -210,7 +210,8 @@ def _loop(config, logdir, env, agent, replay, checkpoints, logger, stop, jax) ->
             replay.sync()
 
     while counters["step"] < config.run.steps and not stop.requested:
-        prefill = len(replay) < max(config.run.train_fill, length)
+        # Random actions until train_fill steps and one batch_length window per env stream exist.
+        prefill = replay.steps_added < max(config.run.train_fill, length * amount)
         if prefill:
             env_action = np.stack([env.act_space.sample() for _ in range(amount)])
             action = agent.replay_action(env_action)
@@ -227,6 +228,9 @@ def _loop(config, logdir, env, agent, replay, checkpoints, logger, stop, jax) ->
             counters["episodes"] += 1
             logger.episode(counters["step"], episode["return"], episode["length"])
 
+        if not prefill and not replay.can_sample(length):
+            # Steps become sampleable when their chunk is committed; commit the partial ones once.
+            replay.flush()
         if not prefill and replay.can_sample(length):
             counters["credit"] += amount
             while counters["credit"] >= per_update and not stop.requested:

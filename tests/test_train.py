@@ -1,0 +1,185 @@
+"""End to end: train.py trains, writes the run directory, resumes after kills, restores from LFS.
+
+Each run is a subprocess, as a user would start it. They share the suite's
+persistent compilation cache, so only the first run of each model compiles.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".jax_cache"
+TRAIN = [sys.executable, str(ROOT / "recall2imagine" / "train.py")]
+DEBUG = ["--configs", "debug", "--jax.compile_cache", str(CACHE)]
+TMAZE = DEBUG + ["--task", "tmaze_passive_5"]
+
+
+def environ(devices: int = 1) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", MUJOCO_GL="egl")
+    if devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def train(args, timeout=300, devices=1, check=True):
+    result = subprocess.run(TRAIN + list(args), capture_output=True, text=True, cwd=ROOT, env=environ(devices),
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def last_checkpoint_step(logdir):
+    steps = [int(p.name) for p in (Path(logdir) / "ckpt").iterdir() if p.name.isdigit()]
+    return max(steps) if steps else None
+
+
+def wait_for(predicate, timeout, what):
+    start = time.time()
+    while time.time() - start < timeout:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def tmaze_run(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("tmaze")
+    train(TMAZE + ["--run.steps", "400", "--logdir", str(logdir)])
+    return logdir
+
+
+def test_a_debug_run_writes_every_documented_file(tmaze_run):
+    logdir = tmaze_run
+    assert (logdir / "config.yaml").is_file()
+    assert list(logdir.glob("events.out.tfevents.*"))
+    assert (logdir / "replay").is_dir() and last_checkpoint_step(logdir) >= 400
+    metrics = read_jsonl(logdir / "metrics.jsonl")
+    assert metrics and all("step" in m for m in metrics)
+    trained = [m for m in metrics if "loss/vector" in m]
+    assert trained, "no training metrics were logged"
+    for key in ("loss/reward", "loss/cont", "loss/dyn", "loss/rep", "loss/actor", "loss/critic", "fps/env",
+                "fps/train", "train/ratio"):
+        assert key in trained[-1], key
+    scores = read_jsonl(logdir / "scores.jsonl")
+    assert len(scores) >= 10
+    for record in scores:
+        assert set(record) == {"step", "episode/score", "episode/length"}
+        assert record["episode/length"] == 6  # passive T-Maze of corridor 5: L + 1 steps
+
+
+def test_rerunning_the_same_command_resumes_without_a_second_prefill(tmaze_run, tmp_path):
+    logdir = tmp_path / "resume"
+    shutil.copytree(tmaze_run, logdir)
+    before = read_jsonl(logdir / "metrics.jsonl")[-1]
+    result = train(TMAZE + ["--run.steps", "600", "--logdir", str(logdir)])
+    assert "Resuming" in result.stdout
+    after = read_jsonl(logdir / "metrics.jsonl")[-1]
+    assert after["step"] >= 600 and after["train/updates"] > before["train/updates"]
+    assert after["replay/steps"] > before["replay/steps"]
+
+
+def test_a_different_model_in_the_same_logdir_is_refused_naming_the_keys(tmaze_run, tmp_path):
+    logdir = tmp_path / "other"
+    shutil.copytree(tmaze_run, logdir)
+    result = train(DEBUG + ["--rssm.deter", "48", "--task", "tmaze_passive_6", "--logdir", str(logdir)], check=False)
+    assert result.returncode == 2
+    assert "rssm.deter" in result.stderr and "task" in result.stderr and "--logdir" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_popgym_debug_run_trains_and_logs_episodes(tmp_path):
+    train(DEBUG + ["--task", "gym_popgym:popgym-RepeatPreviousEasy-v0", "--run.steps", "300",
+                   "--logdir", str(tmp_path)])
+    assert any("loss/vector" in m for m in read_jsonl(tmp_path / "metrics.jsonl"))
+    scores = read_jsonl(tmp_path / "scores.jsonl")
+    assert scores and all(-1.0 <= s["episode/score"] <= 1.0 for s in scores)
+
+
+def start(args):
+    return subprocess.Popen(TRAIN + list(args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=environ())
+
+
+def test_sigkill_mid_training_then_the_same_command_continues(tmp_path):
+    base = TMAZE + ["--logdir", str(tmp_path), "--run.save_every", "1"]
+    process = start(base + ["--run.steps", "100000"])
+    try:
+        wait_for(lambda: (tmp_path / "ckpt").is_dir() and (last_checkpoint_step(tmp_path) or 0) > 0, 240,
+                 "a checkpoint")
+        time.sleep(1.0)
+    finally:
+        process.kill()
+        process.wait()
+    killed_at = last_checkpoint_step(tmp_path)
+    logged = read_jsonl(tmp_path / "metrics.jsonl") if (tmp_path / "metrics.jsonl").exists() else []
+    replay_steps = logged[-1]["replay/steps"] if logged else 0
+    train(base + ["--run.steps", str(killed_at + 200)])
+    final = read_jsonl(tmp_path / "metrics.jsonl")[-1]
+    assert final["step"] >= killed_at + 200
+    assert final["replay/steps"] >= replay_steps
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    process = start(TMAZE + ["--run.steps", "100000", "--run.save_every", "1000", "--logdir", str(tmp_path)])
+    try:
+        wait_for(lambda: (tmp_path / "metrics.jsonl").exists() and any(
+            "loss/vector" in m for m in read_jsonl(tmp_path / "metrics.jsonl")), 240, "training metrics")
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err[-2000:]
+    assert "Stopped by signal" in out
+    assert last_checkpoint_step(tmp_path) > 0
+
+
+def test_lfs_run_restores_a_deleted_logdir_and_continues(tmp_path):
+    logdir, lfs = tmp_path / "scratch" / "run", tmp_path / "durable"
+    args = TMAZE + ["--use_lfs", "True", "--lfs_dir", str(lfs), "--logdir", str(logdir)]
+    train(args + ["--run.steps", "300"])
+    first = last_checkpoint_step(logdir)
+    shutil.rmtree(logdir.parent)
+    result = train(args + ["--run.steps", "500"])
+    assert "Resuming" in result.stdout
+    assert last_checkpoint_step(logdir) >= 500 > first >= 300
+
+
+# The issue's small overrides, plus a low train ratio: a handful of updates proves training runs.
+SMALL = ["--envs.amount", "1", "--run.steps", "300", "--batch_size", "2", "--batch_length", "16",
+         "--run.train_ratio", "2", "--jax.compile_cache", str(CACHE)]
+
+
+def r2i_command(preset, task, name, logdir):
+    return ["--configs", preset, "tiny", "--task", task, "--wdb_name", name, "--logdir", str(logdir)] + SMALL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra, devices", [([], 1), (["--jax.train_devices", "0", "1", "--jax.policy_devices", "0"], 2),
+                                            (["--use_lfs", "True", "--lfs_dir", "{tmp}/lfs"], 1)],
+                         ids=["plain", "two-devices", "lfs"])
+def test_r2i_readme_memory_maze_commands_train_on_cpu(tmp_path, extra, devices):
+    args = r2i_command("mmaze", "gym_memory_maze:MemoryMaze-9x9-v0", "memory_maze_9x9", tmp_path / "run")
+    train(args + [value.format(tmp=tmp_path) for value in extra], devices=devices, timeout=600)
+    assert any("loss/image" in m for m in read_jsonl(tmp_path / "run" / "metrics.jsonl"))
+
+
+@pytest.mark.slow
+def test_r2i_readme_popgym_command_trains_on_cpu(tmp_path):
+    args = r2i_command("popgym", "gym_popgym:popgym-RepeatPreviousEasy-v0", "popgym_repeat_previous_easy",
+                       tmp_path / "run")
+    train(args)
+    assert read_jsonl(tmp_path / "run" / "scores.jsonl")
