@@ -23,5 +23,6 @@ $(VENV)/.installed-test: setup.py | $(BIN)/python
 train: $(VENV)/.installed
 	$(BIN)/python recall2imagine/train.py --configs cpu tmaze --logdir ./logs/tmaze_passive_50 $(ARGS)
 
+# Two workers: compiling dominates and is mostly single-threaded (about 6.5 min here from a cold cache).
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest tests $(ARGS)
+	$(BIN)/python -m pytest tests -n 2 $(ARGS)
