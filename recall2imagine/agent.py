@@ -27,13 +27,29 @@ sg = jax.lax.stop_gradient
 MODES = ("train", "eval")
 
 
-def _devices(indices, key):
-    devices = jax.devices()
+def _devices(indices, key, local=False):
+    """Devices by index: global ones (training may span hosts) or this process's (acting)."""
+    devices = jax.local_devices() if local else jax.devices()
     indices = list(indices)
     if not indices or any(not 0 <= i < len(devices) for i in indices):
-        raise ValueError(f"{key} must list indices into jax.devices() (0..{len(devices) - 1} "
-                         f"on this machine: {devices}), got {indices}")
+        raise ValueError(f"{key} must list indices into jax.{'local_' if local else ''}devices() "
+                         f"(0..{len(devices) - 1} here: {devices}), got {indices}")
     return [devices[i] for i in indices]
+
+
+def _to_global(tree, sharding):
+    """Host arrays -> arrays with `sharding`. With several processes each one passes its own
+    part of the batch (or, for replicated values, the same value)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(
+        lambda x: x if isinstance(x, jax.Array) and x.sharding == sharding
+        else jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
+def _local_copy(tree):
+    """A replicated array's copy on this process (for the policy device)."""
+    return jax.tree.map(lambda x: x if x.is_fully_addressable else x.addressable_data(0), tree)
 
 
 class Agent:
@@ -59,7 +75,8 @@ class Agent:
         self.batch_keys = self.wm.data_keys + ("action", "reward", "is_first", "is_terminal")
 
         self.train_devices = _devices(config.jax.train_devices, "jax.train_devices")
-        self.policy_device = _devices(config.jax.policy_devices[:1], "jax.policy_devices")[0]
+        self.policy_device = _devices(config.jax.policy_devices[:1], "jax.policy_devices",
+                                      local=True)[0]
         mesh = Mesh(np.array(self.train_devices), ("data",))
         self._replicated = NamedSharding(mesh, PartitionSpec())
         self._sharded = NamedSharding(mesh, PartitionSpec("data"))
@@ -109,7 +126,7 @@ class Agent:
         params = {"wm": state["params"]["wm"], "actor": state["params"]["actor"]}
         inputs = {k: obs[k] for k in self.wm.obs_keys}
         inputs["is_first"] = np.asarray(obs["is_first"], bool)
-        params, carry, inputs, key = jax.device_put((params, carry, inputs, key),
+        params, carry, inputs, key = jax.device_put((_local_copy(params), carry, inputs, key),
                                                     self.policy_device)
         return self._policy(params, carry, inputs, key, greedy=mode == "eval")
 
@@ -156,12 +173,14 @@ class Agent:
         missing = [k for k in self.batch_keys if k not in batch]
         if missing:
             raise KeyError(f"batch lacks keys {missing}; it needs {list(self.batch_keys)}")
-        size, devices = np.shape(batch["is_first"])[0], len(self.train_devices)
+        # With several processes each passes its own part of the global batch.
+        size = np.shape(batch["is_first"])[0] * jax.process_count()
+        devices = len(self.train_devices)
         if size % devices:
             raise ValueError(f"batch_size {size} must be divisible by the number of train "
                              f"devices {devices} (jax.train_devices)")
-        batch = jax.device_put({k: batch[k] for k in self.batch_keys}, self._sharded)
-        state, key = jax.device_put((state, key), self._replicated)
+        batch = _to_global({k: batch[k] for k in self.batch_keys}, self._sharded)
+        state, key = _to_global((state, key), self._replicated)
         return self._train(state, batch, key)
 
     def _train_step(self, state, batch, key):
