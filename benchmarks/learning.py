@@ -29,7 +29,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 TASKS = {
     "tmaze": {"configs": ["cpu", "tmaze"], "task": "tmaze_passive_50", "target": 0.95,
               "note": "passive T-Maze, corridor 50; a memoryless agent gets 0.5"},
-    "popgym": {"configs": ["cpu", "popgym"], "task": "gym_popgym:popgym-RepeatPreviousEasy-v0", "target": 0.9,
+    "popgym": {"configs": ["popgym", "cpu"], "task": "gym_popgym:popgym-RepeatPreviousEasy-v0", "target": 0.9,
                "note": "POPGym RepeatPreviousEasy; random -0.5, R2I published ~0.8"},
 }
 
