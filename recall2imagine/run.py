@@ -167,6 +167,7 @@ def train(config: Config) -> int:
                           parallel=config.envs.parallel == "process")
     except (ValueError, TypeError) as e:
         raise ConfigError(f"Cannot make task {config.task!r}: {e}") from None
+    env.act_space.seed(config.seed)  # reproducible prefill actions
     agent = Agent(env.obs_space, env.act_space, config)
     checkpoints = Checkpointer(logdir / "ckpt", keep=config.run.keep_ckpts)
     logger = Logger(logdir, total_steps=config.run.steps, config=config)

@@ -183,3 +183,45 @@ def test_r2i_readme_popgym_command_trains_on_cpu(tmp_path):
                        tmp_path / "run")
     train(args)
     assert read_jsonl(tmp_path / "run" / "scores.jsonl")
+
+
+def first_trained_record(logdir):
+    return next(m for m in read_jsonl(Path(logdir) / "metrics.jsonl") if "loss/model" in m)
+
+
+def test_two_host_devices_match_the_one_device_losses_on_the_first_update(tmp_path):
+    args = TMAZE + ["--run.steps", "80", "--run.log_every", "0"]
+    train(args + ["--logdir", str(tmp_path / "one")])
+    train(args + ["--jax.train_devices", "0", "1", "--jax.policy_devices", "0", "--logdir", str(tmp_path / "two")],
+          devices=2)
+    one, two = first_trained_record(tmp_path / "one"), first_trained_record(tmp_path / "two")
+    assert one["step"] == two["step"]
+    for key in ("loss/vector", "loss/reward", "loss/cont", "loss/dyn", "loss/rep", "loss/actor", "loss/critic"):
+        assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
+
+
+def test_a_non_finite_loss_stops_naming_it_after_saving_the_last_good_state(tmp_path, monkeypatch):
+    import numpy as np
+
+    from recall2imagine import agent as agent_module
+    from recall2imagine.config import build_config, validate
+    from recall2imagine.run import TrainingError
+    from recall2imagine.run import train as run_train
+
+    real_train = agent_module.Agent.train
+    calls = []
+
+    def poisoned(self, state, batch, key):
+        state, metrics = real_train(self, state, batch, key)
+        calls.append(1)
+        if len(calls) == 3:
+            metrics = dict(metrics, **{"loss/reward": np.float32("nan")})
+        return state, metrics
+
+    monkeypatch.setattr(agent_module.Agent, "train", poisoned)
+    config = validate(build_config(["debug"], {"task": ["tmaze_passive_5"], "logdir": [str(tmp_path)],
+                                              "jax.compile_cache": [str(CACHE)]}))
+    with pytest.raises(TrainingError, match=r"loss/reward") as error:
+        run_train(config)
+    assert "env step" in str(error.value)
+    assert last_checkpoint_step(tmp_path) is not None
