@@ -55,7 +55,12 @@ class Logger:
         self._wandb = None
         if config is not None and config.use_wandb:
             self._wandb = _start_wandb(config, self.logdir)
-        self._console = Console(stderr=False) if console else None
+        self._console = None
+        if console:
+            self._console = Console()
+            if not self._console.is_terminal:
+                # Job logs (clusters, CI) have no terminal width; 80 columns would cut the lines.
+                self._console = Console(width=160)
         self._progress = None
         self._task = None
         self._last_score = None
@@ -100,13 +105,15 @@ class Logger:
         self._last_score = float(score)
         self._scores_seen = (self._scores_seen + [float(score)])[-100:]
 
-    def progress(self, step: int, fps: float | None = None) -> None:
-        """Moves the console progress bar to env step `step`."""
+    def progress(self, step: int, fps: float | None = None, train_fps: float | None = None) -> None:
+        """Moves the console progress bar to env step `step`; fps are env and trained steps per second."""
         if self._progress is None:
             return
         parts = []
         if fps is not None:
-            parts.append(f"{fps:7.1f} steps/s")
+            parts.append(f"env {fps:7.1f}/s")
+        if train_fps is not None:
+            parts.append(f"train {train_fps:8.1f}/s")
         if self._last_score is not None:
             parts.append(f"score {self._last_score:+.3f} (mean {np.mean(self._scores_seen):+.3f})")
         self._progress.update(self._task, completed=int(step), info="  ".join(parts))

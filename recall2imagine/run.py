@@ -251,7 +251,8 @@ def _loop(config, logdir, env, agent, replay, checkpoints, logger, stop, jax) ->
         now = time.time()
         if now - last_progress > 0.5:
             elapsed = max(now - window["t"], 1e-6)
-            logger.progress(counters["step"], fps=(counters["step"] - window["step"]) / elapsed)
+            logger.progress(counters["step"], fps=(counters["step"] - window["step"]) / elapsed,
+                            train_fps=(counters["updates"] - window["updates"]) * batch * length / elapsed)
             last_progress = now
         if config.run.eval_every and counters["step"] - counters["last_eval"] >= config.run.eval_every \
                 and counters["updates"] > 0:

@@ -18,7 +18,7 @@ def test_metrics_and_scores_files_have_the_documented_keys(tmp_path):
     logger = Logger(tmp_path, total_steps=100, config=build_config(["debug"]), console=True)
     logger.scalars(10, {"loss/image": np.float32(0.5), "fps/env": 12.0, "train/ratio": np.array(31.5)})
     logger.episode(12, score=0.75, length=51)
-    logger.progress(12, fps=3.0)
+    logger.progress(12, fps=3.0, train_fps=96.0)
     logger.summary(12, {"loss/image": 0.5})
     logger.close()
     metrics = read_jsonl(tmp_path / "metrics.jsonl")
@@ -75,3 +75,16 @@ def test_wandb_enabled_without_the_package_is_a_clear_error(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if wandb were not installed
     with pytest.raises(ConfigError, match="wandb is not installed"):
         Logger(tmp_path, config=build_config([], {"use_wandb": ["True"]}), console=False)
+
+
+def test_console_shows_steps_speeds_and_scores(tmp_path, capsys):
+    logger = Logger(tmp_path, total_steps=100, console=True, tensorboard=False)
+    logger.episode(40, score=0.5, length=10)
+    logger.episode(50, score=1.0, length=10)
+    logger.progress(50, fps=12.5, train_fps=800.0)
+    logger.summary(50, {"fps/env": 12.5, "loss/reward": 0.25})
+    logger.close()
+    out = capsys.readouterr().out
+    assert "50/100" in out and "env" in out and "12.5/s" in out and "800.0/s" in out
+    assert "score +1.000 (mean +0.750)" in out
+    assert "step 50" in out and "loss/reward 0.25" in out
