@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
+LOGDIR ?= ./logs/tmaze_passive_50
 
 .PHONY: train test
 
@@ -21,7 +22,7 @@ $(VENV)/.installed-test: setup.py | $(BIN)/python
 
 # Train the default task (passive T-Maze, corridor 50) on the CPU with a live progress bar.
 train: $(VENV)/.installed
-	$(BIN)/python recall2imagine/train.py --configs cpu tmaze --logdir ./logs/tmaze_passive_50 $(ARGS)
+	$(BIN)/python recall2imagine/train.py --configs cpu tmaze --logdir $(LOGDIR) $(ARGS)
 
 # Two workers: compiling dominates and is mostly single-threaded (about 6.5 min here from a cold cache).
 test: $(VENV)/.installed-test

@@ -62,6 +62,7 @@ def main(argv=None) -> int:
         shutil.rmtree(logdir)
     command = [sys.executable, str(ROOT / "recall2imagine" / "train.py"), "--configs", *spec["configs"],
                "--task", spec["task"], "--logdir", str(logdir), *args.extra]
+    earlier = read_scores(logdir / "scores.jsonl")  # a resumed run: what it had before this call
     print("running:", " ".join(command[1:]), flush=True)
     start = time.time()
     process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
@@ -92,6 +93,7 @@ def main(argv=None) -> int:
         "best_mean_score": None if best == float("-inf") else round(best, 4), "final_mean_score": round(final, 4),
         "window_episodes": args.window, "episodes": len(scores), "env_steps": scores[-1]["step"] if scores else 0,
         "wall_seconds": round(time.time() - start, 1), "budget_minutes": args.minutes,
+        "resumed_at_env_step": earlier[-1]["step"] if earlier else 0, "resumed_at_episode": len(earlier),
         "command": "python benchmarks/learning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "train_command": " ".join(command[1:]).replace(str(ROOT) + "/", ""),
         "date": datetime.date.today().isoformat(), "cpus": os.cpu_count(), "machine": platform.machine(),

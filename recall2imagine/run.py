@@ -266,6 +266,7 @@ def _loop(config, logdir, env, agent, replay, checkpoints, logger, stop, jax) ->
             last_save = now
 
     save(state)
+    logger.progress(counters["step"])
     _log_period(logger, counters, window, replay, batch * length)
     logger.message(("Stopped by signal" if stop.requested else "Finished") +
                    f" at env step {counters['step']}; saved to {logdir}")
