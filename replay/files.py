@@ -26,39 +26,36 @@ def fsync_dir(path: Path):
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, durable: bool = True):
-    """Replace `path` by `data` all at once: write a temp file, fsync it, rename, fsync the dir."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise_if_disk_full(error, f"writing {path}")
-        raise
-    if durable:
-        fsync_dir(path.parent)
-
-
-def copy_file(src: Path, dst: Path, durable: bool = True):
-    """Copy one file (contents and mtime) through a temp file, so `dst` is never half-written."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+def _write_via_temp(dst: Path, fill, what: str, durable: bool):
+    """`fill(tmp)` writes a temp file that then replaces `dst` in one rename (fsynced when
+    durable), so `dst` is never half-written; a failure removes the temp file."""
     tmp = dst.with_name(dst.name + ".tmp")
     try:
-        shutil.copy2(src, tmp)
+        fill(tmp)
         if durable:
             fsync_file(tmp)
         os.replace(tmp, dst)
     except OSError as error:
         tmp.unlink(missing_ok=True)
-        raise_if_disk_full(error, f"copying {src} to {dst}")
+        raise_if_disk_full(error, what)
         raise
     if durable:
         fsync_dir(dst.parent)
+
+
+def atomic_write(path: Path, data: bytes, durable: bool = True):
+    """Replace `path` by `data` all at once: write a temp file, fsync it, rename, fsync the dir."""
+    def fill(tmp):
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+    _write_via_temp(path, fill, f"writing {path}", durable)
+
+
+def copy_file(src: Path, dst: Path, durable: bool = True):
+    """Copy one file (contents and mtime) through a temp file, so `dst` is never half-written."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _write_via_temp(dst, lambda tmp: shutil.copy2(src, tmp), f"copying {src} to {dst}", durable)
 
 
 def mirror_tree(src: Path, dst: Path, durable: bool = True):
