@@ -38,7 +38,13 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state, meta: dict) -> None:
-        """Writes `state` (pytree of arrays) and `meta` (JSON-able dict) as checkpoint `step`."""
+        """Writes `state` (pytree of arrays) and `meta` (JSON-able dict) as checkpoint `step`.
+
+        A checkpoint already saved at `step` is replaced; the older kept ones stay as the fallback.
+        """
+        self._manager.reload()
+        if int(step) in self._manager.all_steps():
+            self._manager.delete(int(step))
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self._manager.save(int(step), args=args, force=True)
         self._manager.wait_until_finished()

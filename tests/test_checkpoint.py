@@ -50,3 +50,14 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
 
 def test_an_empty_directory_has_nothing_to_restore(tmp_path):
     assert Checkpointer(tmp_path / "ckpt").restore(STATE) is None
+
+
+def test_saving_again_at_the_same_step_replaces_that_checkpoint(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ckpt", keep=2)
+    ckpt.save(1, STATE, {"step": 1})
+    ckpt.save(2, STATE, {"step": 2, "updates": 3})
+    ckpt.save(2, {**STATE, "w": STATE["w"] + 1}, {"step": 2, "updates": 4})
+    assert ckpt.steps() == [1, 2]
+    state, meta, step = Checkpointer(tmp_path / "ckpt").restore(STATE)
+    assert step == 2 and meta["updates"] == 4
+    np.testing.assert_array_equal(state["w"], STATE["w"] + 1)

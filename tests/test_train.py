@@ -92,6 +92,18 @@ def test_rerunning_the_same_command_resumes_without_a_second_prefill(tmaze_run, 
     assert after["replay/steps"] > before["replay/steps"]
 
 
+def test_rerunning_a_finished_run_and_saving_every_step_both_exit_cleanly(tmaze_run, tmp_path):
+    # Both save a checkpoint at a step that already has one: the finished run at its last step,
+    # --run.save_every 0 on every loop and again at the end.
+    logdir = tmp_path / "finished"
+    shutil.copytree(tmaze_run, logdir)
+    steps = last_checkpoint_step(logdir)
+    result = train(TMAZE + ["--run.steps", "400", "--logdir", str(logdir)])
+    assert "Finished" in result.stdout and last_checkpoint_step(logdir) == steps
+    result = train(TMAZE + ["--run.steps", str(steps + 40), "--run.save_every", "0", "--logdir", str(logdir)])
+    assert "Finished" in result.stdout and last_checkpoint_step(logdir) >= steps + 40
+
+
 def test_a_different_model_in_the_same_logdir_is_refused_naming_the_keys(tmaze_run, tmp_path):
     logdir = tmp_path / "other"
     shutil.copytree(tmaze_run, logdir)
