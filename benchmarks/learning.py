@@ -52,8 +52,11 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--window", type=int, default=100, help="episodes in the moving mean")
     parser.add_argument("--fresh", action="store_true", help="delete an existing run directory first")
-    parser.add_argument("extra", nargs="*", help="more train.py arguments (after --)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
     args = parser.parse_args(argv)
+    args.extra = extra
     spec = TASKS[args.name]
     logdir = ROOT / "benchmarks" / "runs" / args.name
     if args.fresh and logdir.exists():

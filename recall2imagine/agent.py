@@ -186,7 +186,7 @@ class Agent:
     def _train_step(self, state, batch, key):
         params, opt = state["params"], state["opt"]
         batch = self._checked(batch)
-        wm_key, actor_key = jax.random.split(key)
+        wm_key, actor_key, start_key = jax.random.split(key, 3)
         metrics = {}
 
         (_, (outs, wm_metrics)), grads = jax.value_and_grad(self.wm.loss, has_aux=True)(
@@ -194,7 +194,7 @@ class Agent:
         wm_params, opt_wm = self._apply("wm", grads, params["wm"], opt["wm"], metrics)
         metrics.update(wm_metrics)
 
-        start = sg(imagination_starts(outs, batch["is_terminal"]))
+        start = sg(imagination_starts(outs, batch["is_terminal"], self.config.imag_starts, start_key))
         (_, (traj, returns, retnorm, actor_metrics)), grads = jax.value_and_grad(
             self.behavior.actor_loss, has_aux=True)(
             params["actor"], wm_params, params["critic"], state["retnorm"], start, actor_key)

@@ -1,6 +1,7 @@
 """Actor-critic trained in imagination (DreamerV3 recipe, R2I feature inputs).
 
-Imagination starts from every posterior state of a batch (N = B*T starts) and rolls
+Imagination starts from every posterior state of a batch (N = B*T starts; `imag_starts`
+< 1 draws a random fraction of them) and rolls
 the world model's prior forward `imag_horizon` steps with the actor. Trajectories are
 time-major: every leaf has leading shape (H+1, N), step 0 being the start.
 """
@@ -15,11 +16,22 @@ sg = jax.lax.stop_gradient
 ACTOR_GRADS = ("reinforce", "backprop")
 
 
-def imagination_starts(outs, is_terminal):
-    """Every posterior state of a (B, T) batch as an imagination start, N = B*T."""
+def imagination_starts(outs, is_terminal, fraction=1.0, key=None):
+    """Posterior states of a (B, T) batch as imagination starts.
+
+    fraction 1.0 (R2I and DreamerV3): every state, N = B*T, in batch order.
+    fraction < 1: N = max(1, round(fraction * B*T)) states drawn without replacement
+    with ``key``; imagination cost falls in proportion (it dominates a CPU update).
+    """
     flat = lambda x: x.reshape((-1,) + x.shape[2:])
-    return {"core": jax.tree.map(flat, outs["core"]), "stoch": flat(outs["stoch"]),
-            "deter": flat(outs["deter"]), "is_terminal": flat(is_terminal)}
+    starts = {"core": jax.tree.map(flat, outs["core"]), "stoch": flat(outs["stoch"]),
+              "deter": flat(outs["deter"]), "is_terminal": flat(is_terminal)}
+    if fraction >= 1.0:
+        return starts
+    total = starts["deter"].shape[0]
+    count = max(1, int(round(fraction * total)))
+    index = jax.random.permutation(key, total)[:count]
+    return jax.tree.map(lambda x: x[index], starts)
 
 
 def lambda_return(reward, value, cont, discount, lam):

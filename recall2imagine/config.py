@@ -358,6 +358,9 @@ def validate(config: Config) -> Config:
         )
     if not 0.0 <= config.ssm.dropout < 1.0:
         raise ConfigError(f"Config key 'ssm.dropout' must be in [0, 1), got {config.ssm.dropout}.")
+    if not 0.0 < config.imag_starts <= 1.0:
+        raise ConfigError(f"Config key 'imag_starts' must be in (0, 1] (a fraction of the B*T starts), "
+                          f"got {config.imag_starts}.")
     if config.run.train_ratio < 0:
         raise ConfigError(f"Config key 'run.train_ratio' must be >= 0, got {config.run.train_ratio}.")
     if config.use_lfs and not config.lfs_dir:

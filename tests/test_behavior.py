@@ -1,10 +1,11 @@
 """Actor-critic maths: lambda-returns, return normalisation, slow critic."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recall2imagine.behavior import (lambda_return, retnorm_init, retnorm_stats, retnorm_update,
-                                     slow_update)
+from recall2imagine.behavior import (imagination_starts, lambda_return, retnorm_init, retnorm_stats,
+                                     retnorm_update, slow_update)
 
 
 def test_lambda_return_matches_hand_computed_example():
@@ -54,3 +55,31 @@ def test_slow_critic_moves_by_fraction_only_when_due():
     slow, fast = {"w": jnp.zeros(3)}, {"w": jnp.ones(3)}
     np.testing.assert_allclose(slow_update(slow, fast, 0.02, jnp.array(False))["w"], 0.0)
     np.testing.assert_allclose(slow_update(slow, fast, 0.02, jnp.array(True))["w"], 0.02)
+
+
+def _posterior_outs(batch, length):
+    # Each state's deter row holds its flat index, so drawn starts can be traced back.
+    index = jnp.arange(batch * length, dtype=jnp.float32).reshape(batch, length, 1)
+    outs = {"deter": jnp.tile(index, (1, 1, 3)), "stoch": jnp.tile(index[..., None], (1, 1, 2, 2)),
+            "core": [index * 10.0]}
+    terminal = (jnp.arange(batch * length).reshape(batch, length) % 5 == 0)
+    return outs, terminal
+
+
+def test_imagination_starts_every_state_by_default_in_batch_order():
+    outs, terminal = _posterior_outs(3, 4)
+    starts = imagination_starts(outs, terminal)
+    np.testing.assert_array_equal(starts["deter"][:, 0], np.arange(12))
+    np.testing.assert_array_equal(starts["is_terminal"], np.asarray(terminal).reshape(-1))
+
+
+def test_a_start_fraction_draws_distinct_states_with_their_own_core_and_flags():
+    outs, terminal = _posterior_outs(4, 8)
+    starts = imagination_starts(outs, terminal, 0.25, jax.random.PRNGKey(3))
+    index = np.asarray(starts["deter"][:, 0]).astype(int)
+    assert index.shape == (8,) and len(set(index.tolist())) == 8
+    np.testing.assert_array_equal(starts["core"][0][:, 0], index * 10.0)
+    np.testing.assert_array_equal(starts["stoch"][:, 0, 0], index)
+    np.testing.assert_array_equal(starts["is_terminal"], index % 5 == 0)
+    other = imagination_starts(outs, terminal, 0.25, jax.random.PRNGKey(4))
+    assert set(np.asarray(other["deter"][:, 0]).astype(int).tolist()) != set(index.tolist())

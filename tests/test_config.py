@@ -138,6 +138,8 @@ def test_every_shipped_preset_builds_and_validates():
         ("actor.inputs", "deter,memory", ["actor.inputs", "memory", "hidden"]),
         ("batch_size", "0", ["batch_size", "positive"]),
         ("use_lfs", "True", ["lfs_dir"]),
+        ("imag_starts", "0.0", ["imag_starts", "(0, 1]"]),
+        ("imag_starts", "1.5", ["imag_starts", "(0, 1]"]),
     ],
 )
 def test_validation_names_the_bad_key_and_what_is_allowed(key, value, words):
