@@ -20,6 +20,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from recall2imagine.behavior import Behavior, imagination_starts, retnorm_init, slow_update
+from recall2imagine.explore import Explorer
 from recall2imagine.optim import make_optimizer
 from recall2imagine.world_model import WorldModel
 
@@ -68,10 +69,13 @@ class Agent:
         self.act_dim = act_dim
         shapes = {k: tuple(v.shape) for k, v in obs_space.spaces.items()}
         self.wm = WorldModel(shapes, act_dim, config)
-        self.behavior = Behavior(self.wm, self.discrete, act_dim, config)
+        self.explorer = Explorer(self.wm, act_dim, config) if config.expl.scale > 0 else None
+        self.behavior = Behavior(self.wm, self.discrete, act_dim, config, self.explorer)
         self.opts = {"wm": make_optimizer(config.model_opt, config.ssm_opt),
                      "actor": make_optimizer(config.actor_opt),
                      "critic": make_optimizer(config.critic_opt)}
+        if self.explorer is not None:
+            self.opts["expl"] = make_optimizer(config.expl_opt)
         self.batch_keys = self.wm.data_keys + ("action", "reward", "is_first", "is_terminal")
 
         self.train_devices = _devices(config.jax.train_devices, "jax.train_devices")
@@ -98,6 +102,8 @@ class Agent:
         heads = self.behavior.init(behavior_key, wm_params)
         params = {"wm": wm_params, "actor": heads["actor"], "critic": heads["critic"],
                   "slow_critic": jax.tree.map(jnp.copy, heads["critic"])}
+        if self.explorer is not None:
+            params["expl"] = self.explorer.init(jax.random.fold_in(key, 1), wm_params)
         state = {"params": params,
                  "opt": {k: self.opts[k].init(params[k]) for k in self.opts},
                  "retnorm": retnorm_init(), "step": jnp.zeros((), jnp.int32)}
@@ -195,9 +201,17 @@ class Agent:
         metrics.update(wm_metrics)
 
         start = sg(imagination_starts(outs, batch["is_terminal"], self.config.imag_starts, start_key))
+        expl_params = None
+        if self.explorer is not None:
+            (_, expl_metrics), grads = jax.value_and_grad(self.explorer.loss, has_aux=True)(
+                params["expl"], outs, batch["action"], batch["is_first"])
+            expl_params, opt_expl = self._apply("expl", grads, params["expl"], opt["expl"], metrics)
+            metrics.update(expl_metrics)
+
         (_, (traj, returns, retnorm, actor_metrics)), grads = jax.value_and_grad(
             self.behavior.actor_loss, has_aux=True)(
-            params["actor"], wm_params, params["critic"], state["retnorm"], start, actor_key)
+            params["actor"], wm_params, params["critic"], state["retnorm"], start, actor_key,
+            expl_params)
         actor_params, opt_actor = self._apply("actor", grads, params["actor"], opt["actor"],
                                               metrics)
         metrics.update(actor_metrics)
@@ -215,6 +229,9 @@ class Agent:
                                 "slow_critic": slow},
                      "opt": {"wm": opt_wm, "actor": opt_actor, "critic": opt_critic},
                      "retnorm": retnorm, "step": state["step"] + 1}
+        if self.explorer is not None:
+            new_state["params"]["expl"] = expl_params
+            new_state["opt"]["expl"] = opt_expl
         return new_state, {k: v.astype(jnp.float32) for k, v in metrics.items()}
 
     def _apply(self, name, grads, params, opt_state, metrics):

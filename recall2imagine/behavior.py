@@ -74,8 +74,9 @@ def retnorm_stats(state, max_scale):
 class Behavior:
     """Actor and critic heads and their losses; pure functions of params."""
 
-    def __init__(self, world_model, discrete, act_dim, config):
+    def __init__(self, world_model, discrete, act_dim, config, explorer=None):
         self.wm = world_model
+        self.explorer = explorer
         self.config = config
         self.discrete = discrete
         self.act_dim = act_dim
@@ -164,8 +165,8 @@ class Behavior:
         """A sampled action that keeps its gradient to the actor (backprop actor)."""
         return self.policy(actor_params, state).sample(key)
 
-    def actor_loss(self, actor_params, wm_params, critic_params, retnorm, start, key):
-        """Imagines and scores with lambda-returns.
+    def actor_loss(self, actor_params, wm_params, critic_params, retnorm, start, key, expl_params=None):
+        """Imagines and scores with lambda-returns (plus the explorer's bonus when there is one).
 
         Returns (loss, (traj, returns (H, N), updated retnorm state, metrics))."""
         c = self.config
@@ -173,8 +174,13 @@ class Behavior:
         rollout_params = actor_params if self.grad == "backprop" else sg(actor_params)
         traj = self.imagine(wm_params, rollout_params, start, key)
         value = self.value(critic_params, traj).mean()
-        returns = lambda_return(traj["reward"][1:], value, traj["cont"][1:], self.discount,
-                                c.return_lambda)
+        reward = traj["reward"][1:]
+        extra = {}
+        if self.explorer is not None:
+            bonus = self.explorer.bonus(sg(expl_params), traj)
+            reward = reward + bonus
+            extra = {"expl/bonus": bonus.mean(), "expl/bonus_max": bonus.max()}
+        returns = lambda_return(reward, value, traj["cont"][1:], self.discount, c.return_lambda)
         retnorm = retnorm_update(retnorm, sg(returns), c.retnorm.decay, c.retnorm.perclo,
                                  c.retnorm.perchi)
         offset, scale = retnorm_stats(retnorm, c.retnorm.max)
@@ -190,7 +196,7 @@ class Behavior:
                    "imag/reward": traj["reward"][1:].mean(), "imag/value": value.mean(),
                    "imag/cont": traj["cont"].mean(), "imag/advantage": advantage.mean(),
                    "retnorm/low": retnorm["low"], "retnorm/high": retnorm["high"],
-                   "retnorm/scale": scale}
+                   "retnorm/scale": scale, **extra}
         return loss, (sg(traj), sg(returns), retnorm, metrics)
 
     def critic_loss(self, critic_params, slow_params, traj, returns):

@@ -336,7 +336,7 @@ FEATURES = ("deter", "stoch", "hidden")
 POSITIVE = (
     "batch_size", "batch_length", "replay_size", "replay.chunk", "envs.amount", "run.steps",
     "rssm.deter", "rssm.units", "rssm.hidden", "rssm.stoch", "rssm.classes", "ssm.n_layers",
-    "ssm_cell.n_blocks", "imag_horizon", "horizon", "run.keep_ckpts",
+    "ssm_cell.n_blocks", "imag_horizon", "horizon", "run.keep_ckpts", "expl.heads", "expl.layers", "expl.units",
 )
 
 
@@ -361,6 +361,8 @@ def validate(config: Config) -> Config:
     if not 0.0 < config.imag_starts <= 1.0:
         raise ConfigError(f"Config key 'imag_starts' must be in (0, 1] (a fraction of the B*T starts), "
                           f"got {config.imag_starts}.")
+    if config.expl.scale < 0:
+        raise ConfigError(f"Config key 'expl.scale' must be >= 0 (0 turns exploration off), got {config.expl.scale}.")
     if config.run.train_ratio < 0:
         raise ConfigError(f"Config key 'run.train_ratio' must be >= 0, got {config.run.train_ratio}.")
     if config.use_lfs and not config.lfs_dir:

@@ -71,6 +71,12 @@ def check_run_dir(logdir: Path, config: Config) -> None:
             key for key in sorted(set(saved) | set(current))
             if any(re.fullmatch(p, key) for p in STRUCTURAL_KEYS) and saved.get(key) != current.get(key)
         ]
+        # The exploration ensemble is in the checkpoint only when expl.scale > 0.
+        if (saved.get("expl.scale", 0.0) > 0) != (current["expl.scale"] > 0):
+            differing.append("expl.scale")
+        elif current["expl.scale"] > 0:
+            differing += [k for k in ("expl.heads", "expl.layers", "expl.units", "expl.act", "expl.norm")
+                          if saved.get(k) != current.get(k)]
         if differing:
             lines = [f"  {k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in differing]
             raise ConfigError(

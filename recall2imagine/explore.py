@@ -1,0 +1,100 @@
+"""Exploration bonus from ensemble disagreement (Plan2Explore, as DreamerV3's `Explore`).
+
+An ensemble of `expl.heads` small MLPs predicts, from a latent state [deter, stoch] and
+the action taken there, the world model's posterior class probabilities of the next
+step. The heads learn from the replayed transitions (never across an episode start).
+Where the agent has been, they agree; on a transition it has rarely or never taken
+(the turn at a T-Maze junction that a walking policy skips) they disagree. The
+variance of their predictions, times `expl.scale`, is added to the imagined reward of
+that transition, so the actor is drawn to try it in the real environment; once the
+heads have seen it, the bonus fades.
+
+`expl.scale: 0` (the default, as in R2I) builds nothing and leaves the agent as it was.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from recall2imagine import nets
+from recall2imagine.world_model import features
+
+sg = jax.lax.stop_gradient
+INPUTS = ("deter", "stoch")
+
+
+class _Predictor(nn.Module):
+    layers: int
+    units: int
+    size: int
+    act: str
+    norm: str
+
+    @nn.compact
+    def __call__(self, x):
+        x = nets.MLP(self.layers, self.units, self.act, self.norm)(x)
+        return nn.Dense(self.size, kernel_init=nets.dense_init())(x)
+
+
+class Ensemble(nn.Module):
+    """`heads` independently initialised predictors: (..., F) -> (heads, ..., size)."""
+
+    heads: int
+    layers: int
+    units: int
+    size: int
+    act: str = "silu"
+    norm: str = "layer"
+
+    @nn.compact
+    def __call__(self, x):
+        stack = nn.vmap(_Predictor, variable_axes={"params": 0}, split_rngs={"params": True},
+                        in_axes=None, out_axes=0, axis_size=self.heads)
+        return stack(self.layers, self.units, self.size, self.act, self.norm)(x)
+
+
+class Explorer:
+    """The disagreement ensemble of a world model; pure functions of its params."""
+
+    def __init__(self, world_model, act_dim, config):
+        e = config.expl
+        self.wm = world_model
+        self.scale = e.scale
+        self.inputs = world_model.feature_names(INPUTS)
+        self.size = config.rssm.stoch * config.rssm.classes
+        self.net = Ensemble(e.heads, e.layers, e.units, self.size, e.act, e.norm)
+        self.act_dim = act_dim
+
+    def _x(self, state, action):
+        return jnp.concatenate([features(state, self.inputs), action.astype(jnp.float32)], -1)
+
+    def init(self, key, wm_params):
+        carry = self.wm.initial_carry(wm_params, 1)
+        state = {"stoch": carry["stoch"], "deter": jnp.zeros((1, self.wm.config.rssm.deter))}
+        return self.net.init(key, self._x(state, jnp.zeros((1, self.act_dim))))
+
+    def loss(self, params, outs, action, is_first):
+        """Mean squared error of every head on the batch's transitions t -> t+1.
+
+        outs: the world model's posterior pass (B, T, ...); action: a_t (B, T, A);
+        is_first: (B, T); a transition into an episode start is left out.
+        """
+        now = {k: sg(outs[k][:, :-1]) for k in ("deter", "stoch")}
+        target = sg(jax.nn.softmax(outs["post_logits"][:, 1:].astype(jnp.float32), -1))
+        target = target.reshape(target.shape[:2] + (-1,))
+        pred = self.net.apply(params, self._x(now, action[:, :-1]))
+        error = ((pred - target[None]) ** 2).mean(-1)  # (heads, B, T-1)
+        mask = 1.0 - is_first[:, 1:].astype(jnp.float32)
+        loss = (error * mask[None]).sum() / (error.shape[0] * jnp.maximum(mask.sum(), 1.0))
+        return loss, {"loss/expl": loss}
+
+    def bonus(self, params, traj):
+        """Intrinsic reward of each imagined transition, (H, N) for steps 1..H.
+
+        traj: (H+1, N, ...) with deter, stoch and the action taken at each step.
+        """
+        state = {k: traj[k][:-1] for k in ("deter", "stoch")}
+        pred = self.net.apply(params, self._x(state, traj["action"][:-1]))
+        return self.scale * pred.var(0).mean(-1)

@@ -1,0 +1,111 @@
+"""Exploration bonus: the ensemble learns seen transitions, disagrees on unseen ones, and trains in the agent."""
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from recall2imagine.agent import Agent
+from recall2imagine.config import ConfigError, build_config
+from recall2imagine.run import check_run_dir
+
+SPACE = gym.spaces.Dict({"vector": gym.spaces.Box(-1, 1, (3,), np.float32)})
+ACTIONS = gym.spaces.Discrete(3)
+
+
+@pytest.fixture(scope="module")
+def agent():
+    return Agent(SPACE, ACTIONS, build_config(["debug"], {"expl.scale": 1.0}))
+
+
+def transitions(batch=4, length=12, seed=0):
+    """Posterior-like outputs whose classes step +1 (mod 4) each time step; the action is always 0."""
+    rng = np.random.default_rng(seed)
+    cls = (rng.integers(0, 4, (batch, 1, 4)) + np.arange(length)[None, :, None]) % 4
+    stoch = np.eye(4, dtype=np.float32)[cls]
+    outs = {"deter": jnp.asarray(rng.normal(size=(batch, length, 32)).astype(np.float32)),
+            "stoch": jnp.asarray(stoch), "post_logits": jnp.asarray(10.0 * stoch - 5.0)}
+    action = np.zeros((batch, length, 3), np.float32)
+    action[..., 0] = 1.0
+    is_first = np.zeros((batch, length), bool)
+    is_first[:, 0] = True
+    return outs, jnp.asarray(action), jnp.asarray(is_first)
+
+
+def test_the_bonus_is_high_on_untaken_actions_once_the_ensemble_has_learned(agent):
+    explorer = agent.explorer
+    params = agent.init(0)["params"]["expl"]
+    outs, action, is_first = transitions()
+    opt = optax.adam(3e-3)
+    opt_state = opt.init(params)
+
+    @jax.jit
+    def update(params, opt_state):
+        (loss, _), grads = jax.value_and_grad(explorer.loss, has_aux=True)(params, outs, action, is_first)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    first = None
+    for _ in range(300):
+        params, opt_state, loss = update(params, opt_state)
+        first = loss if first is None else first
+    assert float(loss) < 0.2 * float(first)
+
+    traj = {"deter": jnp.swapaxes(outs["deter"], 0, 1), "stoch": jnp.swapaxes(outs["stoch"], 0, 1)}
+    taken = explorer.bonus(params, {**traj, "action": jnp.swapaxes(action, 0, 1)})
+    other = jnp.zeros_like(action).at[..., 2].set(1.0)
+    untaken = explorer.bonus(params, {**traj, "action": jnp.swapaxes(other, 0, 1)})
+    assert taken.shape == (11, 4)
+    assert float(untaken.mean()) > 5 * float(taken.mean())
+
+
+def test_transitions_into_an_episode_start_do_not_train_the_ensemble(agent):
+    explorer = agent.explorer
+    params = agent.init(0)["params"]["expl"]
+    outs, action, is_first = transitions()
+    # Garbage targets at steps marked as episode starts must not change the loss.
+    starts = is_first.at[:, 5].set(True)
+    noisy = {**outs, "post_logits": outs["post_logits"].at[:, 5].set(30.0 * jnp.arange(4.0))}
+    clean_loss = explorer.loss(params, outs, action, starts)[0]
+    noisy_loss = explorer.loss(params, noisy, action, starts)[0]
+    np.testing.assert_allclose(clean_loss, noisy_loss, rtol=1e-6)
+    assert float(explorer.loss(params, noisy, action, is_first)[0]) != pytest.approx(float(clean_loss))
+
+
+def test_agent_with_exploration_trains_its_ensemble_and_reports_the_bonus(agent):
+    rng = np.random.default_rng(0)
+    data = {"vector": rng.uniform(-1, 1, (2, 16, 3)).astype(np.float32),
+            "action": np.eye(3, dtype=np.float32)[rng.integers(0, 3, (2, 16))],
+            "reward": rng.normal(size=(2, 16)).astype(np.float32),
+            "is_first": np.zeros((2, 16), bool), "is_terminal": np.zeros((2, 16), bool)}
+    data["is_first"][:, 0] = True
+    state = agent.init(0)
+    before = state["params"]["expl"]
+    for i in range(2):
+        state, metrics = agent.train(state, data, jax.random.PRNGKey(i))
+    assert {"loss/expl", "expl/bonus", "expl/bonus_max", "grad_norm/expl"} <= set(metrics)
+    assert all(np.isfinite(float(metrics[k])) for k in ("loss/expl", "expl/bonus"))
+    assert float(metrics["expl/bonus"]) > 0
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before, state["params"]["expl"])
+    assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_without_a_scale_there_is_no_ensemble():
+    agent = Agent(SPACE, ACTIONS, build_config(["debug"]))
+    assert agent.explorer is None and "expl" not in agent.opts
+
+
+def test_turning_exploration_on_in_an_existing_logdir_is_refused(tmp_path):
+    check_run_dir(tmp_path, build_config(["debug"]))
+    with pytest.raises(ConfigError, match="expl.scale"):
+        check_run_dir(tmp_path, build_config(["debug"], {"expl.scale": 1.0}))
+    check_run_dir(tmp_path, build_config(["debug"], {"expl.units": 8}))  # off: its widths do not matter
+
+
+def test_changing_the_ensemble_of_a_run_that_explores_is_refused(tmp_path):
+    check_run_dir(tmp_path, build_config(["debug"], {"expl.scale": 1.0}))
+    check_run_dir(tmp_path, build_config(["debug"], {"expl.scale": 3.0}))  # only the weight of the bonus
+    with pytest.raises(ConfigError, match="expl.units"):
+        check_run_dir(tmp_path, build_config(["debug"], {"expl.scale": 1.0, "expl.units": 8}))
