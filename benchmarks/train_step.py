@@ -129,7 +129,12 @@ def main():
                    "imag_horizon": config.imag_horizon, "obs": f"vector {OBS_DIM}",
                    "actions": f"discrete {ACTIONS}"},
         "results": rows, "ratios": ratios}
-    out = Path(args.out)
+    write_record(args.out, record, rows)
+
+
+def write_record(out, record, rows):
+    """Writes `record` as <out>.json and its result `rows` as <out>.csv."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     with out.with_suffix(".csv").open("w", newline="") as f:
