@@ -51,9 +51,9 @@ def parse_args():
     return parser.parse_args()
 
 
-def collect(task, envs, steps, keys, act_dim, seed=0):
-    """(envs, steps, ...) arrays of random-policy data in replay's layout."""
-    env = make_vector(task, envs, seed=seed, parallel=False)
+def collect(env, steps, keys, act_dim, seed=0):
+    """(envs, steps, ...) arrays of random-policy data from a vector env, in replay's layout."""
+    envs = env.num_envs
     rng = np.random.default_rng(seed)
     obs = env.reset()
     data = {k: [] for k in keys}
@@ -62,7 +62,6 @@ def collect(task, envs, steps, keys, act_dim, seed=0):
         for key in keys:
             data[key].append(np.eye(act_dim, dtype=np.float32)[action] if key == "action" else np.asarray(obs[key]))
         obs = env.step(action)
-    env.close()
     return {k: np.stack(v, 1) for k, v in data.items()}
 
 
@@ -81,10 +80,12 @@ def main():
     args = parse_args()
     overrides = dict((k, [v]) for k, v in (item.split("=", 1) for item in args.set))
     config = build_config(args.presets, {"task": args.task, **overrides})
-    probe_env = make_vector(args.task, 1, seed=0, parallel=False)
-    agent = Agent(probe_env.obs_space, probe_env.act_space, config)
-    probe_env.close()
-    data = collect(args.task, args.envs, args.steps, agent.batch_keys, agent.act_dim)
+    env = make_vector(args.task, args.envs, seed=0, parallel=False)
+    agent = Agent(env.obs_space, env.act_space, config)
+    try:
+        data = collect(env, args.steps, agent.batch_keys, agent.act_dim)
+    finally:
+        env.close()
     if args.rule != "task":
         data["reward"] = synthetic_reward(data, args.rule)
     batch, length = config.batch_size, config.batch_length
@@ -98,7 +99,8 @@ def main():
         out["is_first"][:, 0] = True
         return out
 
-    params, opt_state = (lambda s: (s["params"]["wm"], s["opt"]["wm"]))(agent.init(0))
+    state = agent.init(0)
+    params, opt_state = state["params"]["wm"], state["opt"]["wm"]
     optimizer = agent.opts["wm"]
 
     @jax.jit

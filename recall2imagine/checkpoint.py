@@ -42,8 +42,7 @@ class Checkpointer:
 
         A checkpoint already saved at `step` is replaced; the older kept ones stay as the fallback.
         """
-        self._manager.reload()
-        if int(step) in self._manager.all_steps():
+        if int(step) in self.steps():
             self._manager.delete(int(step))
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self._manager.save(int(step), args=args, force=True)

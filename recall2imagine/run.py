@@ -209,15 +209,15 @@ def _loop(config, logdir, env, agent, replay, checkpoints, logger, stop, jax) ->
     window = {"metrics": [], "t": time.time(), "step": counters["step"], "updates": counters["updates"]}
     last_save = time.time()
     last_progress = 0.0
-    # The checkpoint that matches the counters now (none for a new run): saving it again is a no-op.
-    saved = {"at": None if restored is None else (counters["step"], counters["updates"])}
+    # The counters of the newest checkpoint (none for a new run): saving it again is a no-op.
+    saved_at = None if restored is None else (counters["step"], counters["updates"])
 
     def save(current_state):
+        nonlocal saved_at
         replay.save()
-        at = (counters["step"], counters["updates"])
-        if saved["at"] != at:
+        if saved_at != (counters["step"], counters["updates"]):
             checkpoints.save(counters["step"], current_state, dict(counters))
-            saved["at"] = at
+            saved_at = (counters["step"], counters["updates"])
         if replay.lfs_dir is not None:
             replay.sync()
 
