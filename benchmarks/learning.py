@@ -2,6 +2,7 @@
 
     python benchmarks/learning.py tmaze    [--minutes 30] [-- extra train.py args]
     python benchmarks/learning.py popgym   [--minutes 60]
+    python benchmarks/learning.py tmaze --tag expl -- --expl.scale 1   (a variant, kept apart)
 
 Runs train.py in a subprocess and watches two measures of the return:
 - training episodes (scores.jsonl): the mean of the last `--window` episodes, its
@@ -12,9 +13,9 @@ Runs train.py in a subprocess and watches two measures of the return:
   actions are sampled with the actor's 1% uniform mix, so a perfect walker still
   strays from a 50-step corridor in about 30% of sampled episodes.
 It records when the task's measure first reaches the target (env steps and wall
-seconds). Writes `benchmarks/results/learning_<name>.json`
+seconds). Writes `benchmarks/results/learning_<name>[_<tag>].json`
 and a PNG of the curve next to it. The run directory is kept under
-`benchmarks/runs/<name>` (ignored by git) and is resumed if it exists.
+`benchmarks/runs/<name>[_<tag>]` (ignored by git) and is resumed if it exists.
 """
 
 from __future__ import annotations
@@ -62,13 +63,15 @@ def main(argv=None) -> int:
     parser.add_argument("name", choices=sorted(TASKS))
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--window", type=int, default=100, help="episodes in the moving mean")
+    parser.add_argument("--tag", default="", help="variant name: run directory and results get a _TAG suffix")
     parser.add_argument("--fresh", action="store_true", help="delete an existing run directory first")
     given = list(sys.argv[1:] if argv is None else argv)
     extra = given[given.index("--") + 1:] if "--" in given else []
     args = parser.parse_args(given[:given.index("--")] if "--" in given else given)
     args.extra = extra
     spec = TASKS[args.name]
-    logdir = ROOT / "benchmarks" / "runs" / args.name
+    label = f"{args.name}_{args.tag}" if args.tag else args.name
+    logdir = ROOT / "benchmarks" / "runs" / label
     if args.fresh and logdir.exists():
         import shutil
 
@@ -125,12 +128,12 @@ def main(argv=None) -> int:
         "exit_status": process.returncode, "stderr_tail": stderr[-1500:] if process.returncode else "",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"learning_{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"learning_{label}.json").write_text(json.dumps(result, indent=2) + "\n")
     if scores:
         sys.path.insert(0, str(ROOT))
         from recall2imagine.plot import plot_runs
 
-        plot_runs([logdir], RESULTS / f"learning_{args.name}.png", title=f"{spec['task']} ({spec['note']})")
+        plot_runs([logdir], RESULTS / f"learning_{label}.png", title=f"{spec['task']} ({spec['note']})")
     print(json.dumps(result, indent=2))
     return 0
 

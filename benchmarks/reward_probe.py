@@ -1,21 +1,33 @@
 """World-model probe: how many updates until the reward head learns a task's reward rule?
 
-Collects random-policy steps from a task, then trains the world model alone (no actor,
-no critic) on uniformly sampled (B, T) windows and prints, every 250 updates, the reward
-loss and the sign accuracy of the predicted reward on steps whose reward is not zero
-(always predicting the commoner sign scores that sign's share, 0.75 on RepeatPrevious
-under random actions). `--rule` replaces the task's reward by a synthetic one with
-the same data, to separate what is hard to learn:
+Collects steps from a task with a fixed policy (`--policy random`, or `walk` on T-Maze:
+right along the corridor, a random turn at the junction), then trains the world model
+alone (no actor, no critic) on uniformly sampled (B, T) windows and prints, every 250
+updates, every loss and two accuracies of the predicted reward:
+
+    reward/sign_accuracy  its sign on steps whose reward is not zero (always predicting
+                          the commoner sign scores that sign's share: 0.75 on
+                          RepeatPrevious under random actions)
+    reward/last_accuracy  which side of 0.5 it falls on at episode ends (T-Maze's goal
+                          reward). An end whose episode began before the window holds no
+                          cue, so a perfect model scores about 0.8 with T = 128 on L = 50
+
+`--rule` replaces the task's reward by a synthetic one with the same data, to separate
+what is hard to learn:
 
     act      +1 if the previous action was 0, else -1 (needs the action only)
+    card<N>  +1 if the card N + 1 steps back was the first suit, else -1 (memory only)
     lag<N>   +1 if the previous action equals the card (argmax of the observation's
              first 4 entries) N + 1 steps back, else -1; RepeatPreviousEasy's own rule
              is lag3 with rewards of +-1/48
+    goal     T-Maze: 1 on the last step if the episode's cue showed the upper goal
+             (memory only; the task's own rule also needs the turn taken)
 
-    python benchmarks/reward_probe.py --updates 3000
-    python benchmarks/reward_probe.py --rule act --updates 1500
+    python benchmarks/reward_probe.py --rule lag0 --updates 1500
+    python benchmarks/reward_probe.py --presets cpu tmaze --task tmaze_passive_50 \
+        --policy walk --steps 3000 --envs 4 --rule goal --updates 3000 --name tmaze50_goal
 
-Results go to benchmarks/results/reward_probe_<rule>.json with the command.
+Results go to benchmarks/results/reward_probe_<name or rule>.json with the command.
 """
 
 import argparse
@@ -43,22 +55,35 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["popgym", "cpu"])
     parser.add_argument("--task", default="gym_popgym:popgym-RepeatPreviousEasy-v0")
-    parser.add_argument("--rule", default="task", help="task, act or lag<N>")
+    parser.add_argument("--rule", default="task", help="task, act, card<N> or lag<N>")
+    parser.add_argument("--policy", default="random", choices=["random", "walk"],
+                        help="data policy: uniform random, or walk (T-Maze: right, then a random turn)")
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--steps", type=int, default=4000, help="random-policy steps per env")
     parser.add_argument("--envs", type=int, default=8)
+    parser.add_argument("--name", default="", help="results file suffix (default: the rule)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     return parser.parse_args()
 
 
-def collect(env, steps, keys, act_dim, seed=0):
-    """(envs, steps, ...) arrays of random-policy data from a vector env, in replay's layout."""
+def walk_policy(obs, rng):
+    """T-Maze: step right along the corridor, turn up or down at random at the junction."""
+    at_junction = np.asarray(obs["vector"])[:, 0] > 0.5
+    return np.where(at_junction, rng.choice([1, 3], len(at_junction)), 0)
+
+
+def collect(env, steps, keys, act_dim, policy="random", seed=0):
+    """(envs, steps, ...) arrays of policy data from a vector env, in replay's layout."""
     envs = env.num_envs
     rng = np.random.default_rng(seed)
     obs = env.reset()
+    keys = keys + ("is_last",)
     data = {k: [] for k in keys}
     for _ in range(steps):
-        action = rng.integers(0, act_dim, envs)
+        if policy == "walk":
+            action = walk_policy(obs, rng)
+        else:
+            action = rng.integers(0, act_dim, envs)
         for key in keys:
             data[key].append(np.eye(act_dim, dtype=np.float32)[action] if key == "action" else np.asarray(obs[key]))
         obs = env.step(action)
@@ -70,9 +95,20 @@ def synthetic_reward(data, rule):
     previous = np.concatenate([np.zeros_like(action[:, :1]), action[:, :-1]], 1)
     if rule == "act":
         return np.where(previous == 0, 1.0, -1.0).astype(np.float32)
-    lag = int(rule[3:])
+    if rule == "goal":
+        # T-Maze: 1 on an episode's last step if its start showed the upper goal.
+        cue = np.zeros(action.shape[0])
+        reward = np.zeros(action.shape, np.float32)
+        for t in range(action.shape[1]):
+            first = data["is_first"][:, t].astype(bool)
+            cue = np.where(first, data["vector"][:, t, 1], cue)
+            reward[:, t] = np.where(data["is_last"][:, t].astype(bool) & (cue > 0), 1.0, 0.0)
+        return reward
+    lag = int(rule[4:] if rule.startswith("card") else rule[3:])
     card = data["vector"][..., :4].argmax(-1)
     past = np.concatenate([np.zeros_like(card[:, :1 + lag]), card[:, :-1 - lag]], 1)
+    if rule.startswith("card"):
+        return np.where(past == 0, 1.0, -1.0).astype(np.float32)
     return np.where(previous == past, 1.0, -1.0).astype(np.float32)
 
 
@@ -83,23 +119,24 @@ def main():
     env = make_vector(args.task, args.envs, seed=0, parallel=False)
     agent = Agent(env.obs_space, env.act_space, config)
     try:
-        data = collect(env, args.steps, agent.batch_keys, agent.act_dim)
+        data = collect(env, args.steps, agent.batch_keys, agent.act_dim, args.policy, config.seed)
     finally:
         env.close()
     if args.rule != "task":
         data["reward"] = synthetic_reward(data, args.rule)
     batch, length = config.batch_size, config.batch_length
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(config.seed + 1)
 
     def sample():
         env = rng.integers(0, args.envs, batch)
         start = rng.integers(0, args.steps - length, batch)
         out = {k: np.stack([v[i, j:j + length] for i, j in zip(env, start)]) for k, v in data.items()}
         out["is_first"] = out["is_first"].astype(bool)
+        out["is_last"] = out["is_last"].astype(bool)
         out["is_first"][:, 0] = True
         return out
 
-    state = agent.init(0)
+    state = agent.init(config.seed)
     params, opt_state = state["params"]["wm"], state["opt"]["wm"]
     optimizer = agent.opts["wm"]
 
@@ -111,6 +148,10 @@ def main():
         scored = jnp.abs(batch["reward"]) > 1e-6
         agree = (jnp.sign(predicted) == jnp.sign(batch["reward"])) & scored
         metrics["reward/sign_accuracy"] = agree.sum() / jnp.maximum(scored.sum(), 1)
+        # Episode ends (T-Maze's goal reward): is the prediction on the right side of 0.5?
+        last = batch["is_last"]
+        hit = ((predicted > 0.5) == (batch["reward"] > 0.5)) & last
+        metrics["reward/last_accuracy"] = hit.sum() / jnp.maximum(last.sum(), 1)
         return optax.apply_updates(params, updates), opt_state, metrics
 
     start, history, curve = time.time(), [], []
@@ -120,15 +161,16 @@ def main():
         if (i + 1) % 250 == 0:
             row = {"updates": i + 1, "seconds": round(time.time() - start, 1)}
             row.update({k: round(float(np.mean([h[k] for h in history[-250:]])), 4)
-                        for k in ("loss/reward", "reward/sign_accuracy", "loss/model")})
+                        for k in history[-1] if k.startswith(("loss/", "reward/", "model/"))})
             curve.append(row)
             print(row, flush=True)
     record = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "task": args.task, "rule": args.rule,
+              "policy": args.policy,
               "presets": args.presets, "overrides": args.set, "batch": [batch, length],
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "jax": jax.__version__, "backend": jax.default_backend(), "machine": platform.machine(),
               "curve": curve}
-    out = ROOT / "benchmarks" / "results" / f"reward_probe_{args.rule}.json"
+    out = ROOT / "benchmarks" / "results" / f"reward_probe_{args.name or args.rule}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
 
