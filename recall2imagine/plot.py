@@ -3,8 +3,10 @@
     python -m recall2imagine.plot LOGDIR [LOGDIR ...] -o curves.png [--metric loss/image] [--smooth 0.9]
 
 Default: episode score (scores.jsonl) against env steps, one line per run, and
-the greedy evaluation score (`eval/episode/score` in metrics.jsonl) dashed when
-present. `--metric KEY` plots any metrics.jsonl key instead.
+the greedy evaluation score (`eval/episode/score` in metrics.jsonl) dashed with
+markers when present. Episode scores are smoothed (`--smooth`); evaluation points are
+drawn as logged, since each is already a mean over `run.eval_eps` episodes and a
+smoothed sparse series lags by many evaluations. `--metric KEY` plots any metrics.jsonl key instead.
 """
 
 from __future__ import annotations
@@ -71,8 +73,11 @@ def plot_runs(logdirs, output, metric: str | None = None, weight: float = 0.9, t
             steps, values = read_series(path, key)
             if not len(steps):
                 continue
-            label = logdir.name + ("" if style == "-" else " (eval)")
-            (line,) = ax.plot(steps, smooth(values, weight), style, label=label, color=color)
+            if style == "-":
+                (line,) = ax.plot(steps, smooth(values, weight), style, label=logdir.name, color=color)
+            else:
+                (line,) = ax.plot(steps, values, style, marker="o", markersize=3,
+                                  label=f"{logdir.name} (eval)", color=color)
             color = line.get_color()
             drawn += 1
     if not drawn:
@@ -80,7 +85,7 @@ def plot_runs(logdirs, output, metric: str | None = None, weight: float = 0.9, t
         raise ValueError(f"No data for {metric or 'episode/score'} in {', '.join(map(str, logdirs))}")
     ax.set_xlabel("environment steps")
     ax.set_ylabel(metric or "episode score")
-    ax.set_title(title or "")
+    ax.set_title(title or "", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

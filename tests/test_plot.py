@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from recall2imagine.plot import main, read_series, smooth
+from recall2imagine.plot import main, plot_runs, read_series, smooth
 
 
 def write_run(logdir, scores, evals=()):
@@ -23,6 +23,15 @@ def test_plot_writes_a_png_with_one_line_per_run(tmp_path):
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([str(tmp_path / "a"), "--metric", "loss/image", "-o", str(out)]) == 0
+
+
+def test_eval_points_are_drawn_as_logged_and_scores_smoothed(tmp_path):
+    write_run(tmp_path / "a", [(10, 0.0), (20, 1.0)], evals=[(10, 0.0), (20, 1.0)])
+    fig = plot_runs([tmp_path / "a"], tmp_path / "c.png", weight=0.9)
+    score, evaluation = fig.axes[0].get_lines()
+    assert score.get_ydata()[-1] < 1.0
+    assert evaluation.get_ydata().tolist() == [0.0, 1.0]
+    assert evaluation.get_label() == "a (eval)"
 
 
 def test_plot_rejects_missing_dirs_and_unknown_metrics(tmp_path, capsys):
