@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(ROOT))
         from recall2imagine.plot import plot_runs
 
-        plot_runs([logdir], RESULTS / f"learning_{label}.png", title=f"{spec['task']} ({spec['note']})")
+        plot_runs([logdir], RESULTS / f"learning_{label}.png", title=f"{spec['task']}\n{spec['note']}")
     print(json.dumps(result, indent=2))
     return 0
 
