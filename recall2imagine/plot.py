@@ -73,11 +73,10 @@ def plot_runs(logdirs, output, metric: str | None = None, weight: float = 0.9, t
             steps, values = read_series(path, key)
             if not len(steps):
                 continue
-            if style == "-":
-                (line,) = ax.plot(steps, smooth(values, weight), style, label=logdir.name, color=color)
-            else:
-                (line,) = ax.plot(steps, values, style, marker="o", markersize=3,
-                                  label=f"{logdir.name} (eval)", color=color)
+            raw = style != "-"  # evaluation points, each already a mean over eval_eps episodes
+            (line,) = ax.plot(steps, values if raw else smooth(values, weight), style,
+                              marker="o" if raw else None, markersize=3,
+                              label=logdir.name + (" (eval)" if raw else ""), color=color)
             color = line.get_color()
             drawn += 1
     if not drawn:
