@@ -86,8 +86,8 @@ class Behavior:
                                size=act_dim, outscale=a.outscale, unimix=a.unimix,
                                minstd=a.minstd, maxstd=a.maxstd, act=a.act, norm=a.norm,
                                dtype=dtype)
-        self.critic = nets.Head("twohot", c.layers, c.units, bins=c.bins, outscale=c.outscale,
-                                act=c.act, norm=c.norm, dtype=dtype)
+        self.critic = nets.Head("twohot", c.layers, c.units, bins=c.bins, bin_limit=c.bin_limit,
+                                outscale=c.outscale, act=c.act, norm=c.norm, dtype=dtype)
         self.actor_inputs = world_model.feature_names(a.inputs)
         self.critic_inputs = world_model.feature_names(c.inputs)
         self.needed_features = set(self.actor_inputs + self.critic_inputs

@@ -337,6 +337,7 @@ POSITIVE = (
     "batch_size", "batch_length", "replay_size", "replay.chunk", "envs.amount", "run.steps",
     "rssm.deter", "rssm.units", "rssm.hidden", "rssm.stoch", "rssm.classes", "ssm.n_layers",
     "ssm_cell.n_blocks", "imag_horizon", "horizon", "run.keep_ckpts", "expl.heads", "expl.layers", "expl.units",
+    "reward_head.bins", "reward_head.bin_limit", "critic.bins", "critic.bin_limit",
 )
 
 

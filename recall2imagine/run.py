@@ -23,7 +23,8 @@ __all__ = ["train", "TrainingError"]
 STRUCTURAL_KEYS = (
     r"task", r"ssm_type", r"rssm\..*", r"ssm\.n_layers", r"ssm\.glu", r"ssm\.mlp", r"ssm_cell\.n_blocks",
     r"ssm_cell\.conj_sym", r"encoder\..*", r"decoder\..*", r"reward_head\..*", r"cont_head\..*",
-    r"actor\.(layers|units|inputs|act|norm)", r"critic\.(layers|units|inputs|bins|act|norm)", r"replay\.chunk",
+    r"actor\.(layers|units|inputs|act|norm)", r"critic\.(layers|units|inputs|bins|bin_limit|act|norm)",
+    r"replay\.chunk",
 )
 REPLAY_KEYS = ("reward", "is_first", "is_last", "is_terminal")
 

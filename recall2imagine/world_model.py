@@ -178,7 +178,7 @@ def build_net(obs_shapes, config):
         core=core, deter_out=deter_out, prior=latent_mlp(), posterior=latent_mlp(),
         decoder=nets.Decoder(dec_cnn, dec_mlp, dec.mlp_layers, dec.mlp_units, dec.cnn_depth,
                              dec.minres, dec.act, dec.norm, dtype),
-        reward_head=nets.Head("twohot", rh.layers, rh.units, bins=rh.bins,
+        reward_head=nets.Head("twohot", rh.layers, rh.units, bins=rh.bins, bin_limit=rh.bin_limit,
                               outscale=rh.outscale, act=rh.act, norm=rh.norm, dtype=dtype),
         cont_head=nets.Head("binary", ch.layers, ch.units, outscale=ch.outscale,
                             act=ch.act, norm=ch.norm, dtype=dtype),

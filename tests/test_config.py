@@ -137,6 +137,7 @@ def test_every_shipped_preset_builds_and_validates():
         ("ssm_type", "lstm", ["ssm_type", "'mimo'", "'gru'"]),
         ("actor.inputs", "deter,memory", ["actor.inputs", "memory", "hidden"]),
         ("batch_size", "0", ["batch_size", "positive"]),
+        ("reward_head.bin_limit", "-1.0", ["reward_head.bin_limit", "positive"]),
         ("use_lfs", "True", ["lfs_dir"]),
         ("imag_starts", "0.0", ["imag_starts", "(0, 1]"]),
         ("imag_starts", "1.5", ["imag_starts", "(0, 1]"]),

@@ -73,6 +73,24 @@ def test_twohot_mean_is_symexp_of_expected_bin_and_zero_logits_mean_zero():
     np.testing.assert_allclose(dist.mean(), 7.0, rtol=1e-3)
 
 
+def test_twohot_bin_limit_sets_the_range_and_separates_small_rewards():
+    bins = nets.twohot_bins(255, 1.0)
+    np.testing.assert_allclose([bins[0], bins[-1]], [-1.0, 1.0])
+    onehot = jnp.full((255,), -1e9).at[-1].set(0.0)
+    np.testing.assert_allclose(nets.TwoHotDist(onehot, 1.0).mean(), np.expm1(1.0), rtol=1e-4)
+    # RepeatPrevious pays +-1/48 a step: over [-20, 20] both signs put ~90% of their weight
+    # on the zero bin; over [-1, 1] they share no bin.
+    small = nets.symlog(jnp.array([1 / 48, -1 / 48]))
+    for limit, overlap in ((20.0, 0.85), (1.0, 0.0)):
+        pos, neg = nets.twohot_encode(small, nets.twohot_bins(255, limit))
+        shared = float(jnp.minimum(pos, neg).sum())
+        assert (shared > overlap) if overlap else shared == 0.0, (limit, shared)
+    head = nets.Head("twohot", 1, 8, bins=15, bin_limit=1.0)
+    x = jnp.ones((2, 4))
+    dist = head.apply(head.init(jax.random.PRNGKey(0), x), x)
+    np.testing.assert_allclose(dist.bins, np.linspace(-1, 1, 15), atol=1e-6)
+
+
 def test_bernoulli_and_normal_match_closed_forms():
     logits = jnp.array([-2.0, 0.5])
     dist = nets.BernoulliDist(logits)
