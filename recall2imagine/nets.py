@@ -105,7 +105,11 @@ class OneHotDist:
         return self._sum((self.probs * (self.logits - other.logits)).sum(-1))
 
 
-def twohot_bins(n, limit=20.0):
+# DreamerV3's symlog range for twohot bins; heads take their own (config `bin_limit`).
+BIN_LIMIT = 20.0
+
+
+def twohot_bins(n, limit=BIN_LIMIT):
     """n bin centres in symlog space, evenly spaced over [-limit, limit].
 
     DreamerV3's 255 bins over [-20, 20] are 0.157 apart, so a reward of +-0.02 gets only
@@ -131,7 +135,7 @@ def twohot_encode(x, bins):
 class TwoHotDist:
     """Scalar distribution: softmax over symlog-spaced bins, logits (..., K)."""
 
-    def __init__(self, logits, limit=20.0):
+    def __init__(self, logits, limit=BIN_LIMIT):
         self.logits = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
         self.bins = twohot_bins(logits.shape[-1], limit)
 
@@ -227,7 +231,7 @@ class Head(nn.Module):
     units: int
     size: int = 1
     bins: int = 255
-    bin_limit: float = 20.0
+    bin_limit: float = BIN_LIMIT
     outscale: float = 1.0
     unimix: float = 0.0
     minstd: float = 0.1
