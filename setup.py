@@ -32,6 +32,7 @@ setup(
         "dm_control>=1.0.20,<1.1",
         "bsuite>=0.3.6,<0.4",
         "dm-env>=1.6,<2",
+        "minigrid>=3.0,<4",
         "tensorboardX>=2.6,<3",
         "rich>=13,<16",
         "matplotlib>=3.8,<4",

@@ -11,7 +11,14 @@ is Discrete or Box. At the end of an episode ``info["episode"]`` holds
   (``gym_memory_maze:MemoryMaze-9x9-v0``) are built natively, without old gym;
 - ``gym_<id>``: an already registered gymnasium id (``gym_CartPole-v1``);
 - ``dm_bsuite_<id>``: a bsuite id (``dm_bsuite_memory_len/5``);
-- ``tmaze_passive_<L>``, ``tmaze_active_<L>``: T-Maze with corridor length L.
+- ``tmaze_passive_<L>``, ``tmaze_active_<L>``: T-Maze with corridor length L;
+- ``keytodoor_<L>``, ``visualmatch_<L>``: Memory-RL's Key-to-Door and passive
+  Visual Match with distractor-phase length L (`env_wrappers.memory_rl`);
+- ``ballet_<dancers>_delay<16|48>``: Ballet of the HCAM paper with 1..8
+  dancers (``ballet_2_delay16``; `env_wrappers.ballet`);
+- ``gym_minigrid:<id>`` (or ``gym_<id>`` for a ``MiniGrid-`` id): MiniGrid and
+  BabyAI tasks with ``image`` + ``vector`` observations
+  (``gym_minigrid:MiniGrid-MemoryS7-v0``; `env_wrappers.minigrid_env`).
 
 The same seed gives the same episodes: it seeds the first reset (and the action
 space); later resets continue from there. Heavy suites are imported only when
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 
 import gymnasium
 
@@ -32,7 +40,8 @@ from env_wrappers.wrappers import ConvertSpaces, SeedFirstReset
 
 __all__ = ["make", "make_vector", "VectorEnv", "FLAG_KEYS", "bsuite_score", "SUITES"]
 
-SUITES = ("gym_<module>:<id>", "gym_<id>", "dm_bsuite_<id>", "tmaze_passive_<L>", "tmaze_active_<L>")
+SUITES = ("gym_<module>:<id>", "gym_<id>", "gym_minigrid:<id>", "dm_bsuite_<id>", "tmaze_passive_<L>",
+          "tmaze_active_<L>", "keytodoor_<L>", "visualmatch_<L>", "ballet_<dancers>_delay<16|48>")
 
 
 def make(task: str, seed: int | None = None, **kwargs) -> gymnasium.Env:
@@ -50,11 +59,18 @@ def _make_native(task: str, seed: int | None, kwargs: dict) -> gymnasium.Env:
         return bsuite_env.make(task[len("dm_bsuite_"):], seed, **kwargs)
     if task.startswith(("tmaze_passive_", "tmaze_active_")):
         return _make_tmaze(task, **kwargs)
+    if task.startswith(("keytodoor_", "visualmatch_")):
+        return _make_memory_rl(task, seed, kwargs)
+    if task.startswith("ballet_"):
+        return _make_ballet(task, kwargs)
     if task.startswith("gym_"):
         module, _, env_id = task[len("gym_"):].rpartition(":")
         if module == "memory_maze" or env_id.startswith("MemoryMaze-"):
             from env_wrappers import memory_maze_env
             return memory_maze_env.make(env_id, seed, **kwargs)
+        if module == "minigrid" or env_id.startswith("MiniGrid-"):
+            from env_wrappers import minigrid_env
+            return minigrid_env.make(env_id, **kwargs)
         return _make_gymnasium(module, env_id, kwargs)
     raise ValueError(f"unknown task {task!r}: the suite prefix must be one of {', '.join(SUITES)}")
 
@@ -67,6 +83,29 @@ def _make_tmaze(task: str, **kwargs) -> gymnasium.Env:
         raise ValueError(f"bad T-Maze task {task!r}: expected tmaze_passive_<L> or tmaze_active_<L> "
                          "with an integer corridor length L >= 1")
     return TMaze(int(length), active=kind == "active", **kwargs)
+
+
+def _make_memory_rl(task: str, seed: int | None, kwargs: dict) -> gymnasium.Env:
+    from env_wrappers.memory_rl import KeyToDoor, VisualMatch
+
+    name, _, length = task.partition("_")
+    if not length.isdigit() or int(length) < 1:
+        raise ValueError(f"bad {name} task {task!r}: expected {name}_<L> with an integer "
+                         f"distractor-phase length L >= 1, e.g. {name}_60")
+    if name == "visualmatch":
+        # The seed also fixes the instance's colour of each object column.
+        return VisualMatch(int(length), seed=seed, **kwargs)
+    return KeyToDoor(int(length), **kwargs)
+
+
+def _make_ballet(task: str, kwargs: dict) -> gymnasium.Env:
+    from env_wrappers.ballet import Ballet
+
+    match = re.fullmatch(r"ballet_([1-8])_delay(16|48)", task)
+    if match is None:
+        raise ValueError(f"bad Ballet task {task!r}: expected ballet_<dancers>_delay<16|48> with "
+                         "1 to 8 dancers, e.g. ballet_2_delay16 or ballet_8_delay48")
+    return Ballet(int(match[1]), int(match[2]), **kwargs)
 
 
 def _make_gymnasium(module: str, env_id: str, kwargs: dict) -> gymnasium.Env:
