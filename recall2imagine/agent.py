@@ -19,12 +19,14 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from recall2imagine import behavior, explore, world_model
 from recall2imagine.behavior import Behavior, imagination_starts, retnorm_init, slow_update
+from recall2imagine.checkpoint import tree_shapes
 from recall2imagine.explore import Explorer
+from recall2imagine.nets import sg
 from recall2imagine.optim import make_optimizer
 from recall2imagine.world_model import WorldModel
 
-sg = jax.lax.stop_gradient
 MODES = ("train", "eval")
 
 
@@ -68,9 +70,13 @@ class Agent:
             raise ValueError(f"action space must be Discrete or a 1-D Box, got {act_space}")
         self.act_dim = act_dim
         shapes = {k: tuple(v.shape) for k, v in obs_space.spaces.items()}
-        self.wm = WorldModel(shapes, act_dim, config)
-        self.explorer = Explorer(self.wm, act_dim, config) if config.expl.scale > 0 else None
-        self.behavior = Behavior(self.wm, self.discrete, act_dim, config, self.explorer)
+        dtype = jnp.dtype(config.jax.precision)
+        # Each part gets its own slice of the config.
+        self.wm = WorldModel(shapes, act_dim, config.part(*world_model.SLICE), dtype)
+        self.explorer = (Explorer(self.wm, act_dim, config.part(explore.OPTIONS))
+                         if config.expl.scale > 0 else None)
+        self.behavior = Behavior(self.wm, self.discrete, act_dim, config.part(behavior.OPTIONS), dtype,
+                                 self.explorer)
         self.opts = {"wm": make_optimizer(config.model_opt, config.ssm_opt),
                      "actor": make_optimizer(config.actor_opt),
                      "critic": make_optimizer(config.critic_opt)}
@@ -108,6 +114,11 @@ class Agent:
                  "opt": {k: self.opts[k].init(params[k]) for k in self.opts},
                  "retnorm": retnorm_init(), "step": jnp.zeros((), jnp.int32)}
         return state
+
+    def param_shapes(self) -> dict:
+        """{"params/wm/...": (shape, dtype name)} of a fresh state, computed without allocating it."""
+        abstract = jax.eval_shape(self._fresh_state, jax.random.PRNGKey(0))
+        return tree_shapes(abstract["params"], "params")
 
     def initial_carry(self, batch_size):
         """Zero carry for ``batch_size`` envs on the policy device.

@@ -10,10 +10,31 @@ import jax
 import jax.numpy as jnp
 
 from recall2imagine import nets
-from recall2imagine.world_model import compute_dtype, features, hidden_features
+from recall2imagine.config import between, non_negative, one_of, positive, subset_of
+from recall2imagine.nets import sg
 
-sg = jax.lax.stop_gradient
 ACTOR_GRADS = ("reinforce", "backprop")
+_HEAD = {"layers": non_negative, "units": positive, "act": one_of(*nets.ACTIVATIONS),
+         "norm": one_of(*nets.NORMS), "outscale": non_negative, "inputs": subset_of(*nets.FEATURES)}
+_OPT = {"lr": positive, "eps": positive, "clip": positive, "wd": non_negative, "warmup": non_negative}
+OPTIONS = {
+    **{f"actor.{k}": rule for k, rule in _HEAD.items()},
+    "actor.minstd": positive, "actor.maxstd": positive, "actor.unimix": between(0.0, 1.0, high_open=True),
+    **{f"critic.{k}": rule for k, rule in _HEAD.items()},
+    "critic.bins": positive, "critic.bin_limit": positive,
+    **{f"actor_opt.{k}": rule for k, rule in _OPT.items()},
+    **{f"critic_opt.{k}": rule for k, rule in _OPT.items()},
+    "actor_grad_disc": one_of(*ACTOR_GRADS), "actor_grad_cont": one_of(*ACTOR_GRADS),
+    "imag_horizon": positive,
+    # A fraction of the batch's B*T posterior states.
+    "imag_starts": between(0.0, 1.0, low_open=True),
+    "horizon": positive, "return_lambda": between(0.0, 1.0),
+    "slow_critic_update": positive, "slow_critic_fraction": between(0.0, 1.0),
+    "retnorm.decay": between(0.0, 1.0), "retnorm.max": positive,
+    "retnorm.perclo": between(0.0, 100.0), "retnorm.perchi": between(0.0, 100.0),
+    "actent": non_negative,
+    **{f"loss_scales.{k}": non_negative for k in ("actor", "critic", "slowreg")},
+}
 
 
 def imagination_starts(outs, is_terminal, fraction=1.0, key=None):
@@ -74,13 +95,13 @@ def retnorm_stats(state, max_scale):
 class Behavior:
     """Actor and critic heads and their losses; pure functions of params."""
 
-    def __init__(self, world_model, discrete, act_dim, config, explorer=None):
+    def __init__(self, world_model, discrete, act_dim, config, dtype=jnp.float32, explorer=None):
+        """config: this module's OPTIONS slice; dtype: compute dtype of the heads."""
         self.wm = world_model
         self.explorer = explorer
         self.config = config
         self.discrete = discrete
         self.act_dim = act_dim
-        dtype = compute_dtype(config)
         a, c = config.actor, config.critic
         self.actor = nets.Head("onehot" if discrete else "normal", a.layers, a.units,
                                size=act_dim, outscale=a.outscale, unimix=a.unimix,
@@ -94,24 +115,18 @@ class Behavior:
                                    + world_model.head_inputs["reward"]
                                    + world_model.head_inputs["cont"])
         self.grad = config.actor_grad_disc if discrete else config.actor_grad_cont
-        if self.grad not in ACTOR_GRADS:
-            raise ValueError(f"actor_grad_disc/actor_grad_cont must be one of {ACTOR_GRADS}, "
-                             f"got {self.grad!r}")
         self.discount = 1.0 - 1.0 / config.horizon
 
     def init(self, key, wm_params):
         """{"actor": params, "critic": params} for a world model's feature widths."""
-        carry = self.wm.initial_carry(wm_params, 1)
-        state = {"core": carry["core"], "stoch": carry["stoch"],
-                 "deter": jnp.zeros((1, self.config.rssm.deter))}
+        state = self.wm.initial_latent(wm_params, 1)
         actor_key, critic_key = jax.random.split(key)
-        return {"actor": self.actor.init(actor_key, features(state, self.actor_inputs)),
-                "critic": self.critic.init(critic_key,
-                                           features(state, self.critic_inputs))}
+        return {"actor": self.actor.init(actor_key, self.wm.features(state, self.actor_inputs)),
+                "critic": self.critic.init(critic_key, self.wm.features(state, self.critic_inputs))}
 
     def policy(self, actor_params, state):
         """Action distribution on a latent state (gradients stop at the state)."""
-        return self.actor.apply(actor_params, sg(features(state, self.actor_inputs)))
+        return self.actor.apply(actor_params, sg(self.wm.features(state, self.actor_inputs)))
 
     def act(self, actor_params, state, key, greedy):
         """(N, A) float32 actions: one-hot (Discrete) or clipped to [-1, 1] (Box)."""
@@ -123,7 +138,7 @@ class Behavior:
         return jnp.clip(action, -1.0, 1.0)
 
     def value(self, critic_params, state):
-        return self.critic.apply(critic_params, features(state, self.critic_inputs))
+        return self.critic.apply(critic_params, self.wm.features(state, self.critic_inputs))
 
     def imagine(self, wm_params, actor_params, start, key):
         """Rolls the prior and the actor from ``start`` for imag_horizon steps.
@@ -139,7 +154,7 @@ class Behavior:
         def record(state, action):
             out = {"deter": state["deter"], "stoch": state["stoch"], "action": action}
             if "hidden" in self.needed_features:
-                out["hidden"] = hidden_features(state["core"])
+                out["hidden"] = self.wm.kind.hidden(state["core"])
             return out
 
         def step(carry, key):

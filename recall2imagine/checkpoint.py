@@ -10,9 +10,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer", "CheckpointError"]
+__all__ = ["Checkpointer", "CheckpointError", "tree_shapes"]
+
+
+def tree_shapes(tree, prefix: str = "") -> dict:
+    """{"a/b/0": (shape tuple, dtype name)} of nested dicts, lists and tuples whose leaves
+    have .shape and .dtype (arrays, jax.ShapeDtypeStruct, orbax array metadata)."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return {prefix: (tuple(int(n) for n in tree.shape), str(np.dtype(tree.dtype)))}
+    shapes = {}
+    for key, value in items:
+        shapes.update(tree_shapes(value, f"{prefix}/{key}" if prefix else str(key)))
+    return shapes
 
 
 class CheckpointError(RuntimeError):
@@ -30,7 +46,9 @@ class Checkpointer:
     def __init__(self, directory, keep: int = 2):
         self.directory = Path(directory).resolve()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        # Named handlers let a fresh manager read an item's metadata before any save or restore.
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def steps(self) -> list[int]:
         """The saved checkpoints' steps, oldest first."""
@@ -47,6 +65,19 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self._manager.save(int(step), args=args, force=True)
         self._manager.wait_until_finished()
+
+    def stored_params(self) -> dict | None:
+        """tree_shapes of the newest readable checkpoint's state["params"] (paths start with
+        "params/"), read from its metadata without loading arrays; None if there is none."""
+        for step in reversed(self.steps()):
+            try:
+                metadata = self._manager.item_metadata(step)["state"]
+            except Exception:  # noqa: BLE001 - unreadable metadata: restore() tries the previous checkpoint
+                continue
+            tree = getattr(metadata, "tree", metadata)
+            if isinstance(tree, dict) and "params" in tree:
+                return tree_shapes(tree["params"], "params")
+        return None
 
     def restore(self, template):
         """Returns `(state, meta, step)` of the newest readable checkpoint, or None if there is none.

@@ -9,13 +9,15 @@ that type. The result is a read-only `Config` with attribute access
 from __future__ import annotations
 
 import difflib
+import importlib
 import io
 import re
 from pathlib import Path
 
 import ruamel.yaml
 
-__all__ = ["Config", "ConfigError", "default_config_path", "load_presets", "build_config", "parse_value"]
+__all__ = ["Config", "ConfigError", "default_config_path", "load_presets", "build_config", "parse_value", "validate",
+           "Rule", "Alias", "ANY", "positive", "non_negative", "one_of", "between", "subset_of"]
 
 
 class ConfigError(ValueError):
@@ -121,26 +123,27 @@ def parse_value(key: str, value, like):
 
 
 class Config:
-    """Read-only nested configuration with attribute and dotted-key access."""
+    """Read-only nested configuration with attribute and dotted-key access.
 
-    def __init__(self, flat: dict, prefix: str = ""):
+    A section (`config.rssm`) is a Config of that section's keys alone."""
+
+    def __init__(self, flat: dict):
         object.__setattr__(self, "_flat", dict(flat))
-        object.__setattr__(self, "_prefix", prefix)
 
     def __getitem__(self, key: str):
-        full = self._prefix + key
-        if full in self._flat:
-            value = self._flat[full]
+        if key in self._flat:
+            value = self._flat[key]
             return list(value) if isinstance(value, list) else value
-        if any(k.startswith(full + ".") for k in self._flat):
-            return Config(self._flat, full + ".")
-        raise KeyError(full)
+        inner = {k[len(key) + 1:]: v for k, v in self._flat.items() if k.startswith(key + ".")}
+        if inner:
+            return Config(inner)
+        raise KeyError(key)
 
     def __getattr__(self, name: str):
         try:
             return self[name]
         except KeyError:
-            raise AttributeError(f"Config has no key '{self._prefix}{name}'") from None
+            raise AttributeError(f"Config has no key '{name}'") from None
 
     def __setattr__(self, name, value):
         raise AttributeError("Config is read-only: use config.update({...}) for a changed copy.")
@@ -153,13 +156,7 @@ class Config:
         return True
 
     def __iter__(self):
-        seen = []
-        for key in self._flat:
-            if key.startswith(self._prefix):
-                top = key[len(self._prefix) :].split(".")[0]
-                if top not in seen:
-                    seen.append(top)
-        return iter(seen)
+        return iter(dict.fromkeys(key.split(".")[0] for key in self._flat))
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Config) and self.flat() == other.flat()
@@ -168,9 +165,12 @@ class Config:
         return f"Config({self.flat()})"
 
     def flat(self) -> dict:
-        """Dotted keys (relative to this node) to values."""
-        n = len(self._prefix)
-        return {k[n:]: v for k, v in self._flat.items() if k.startswith(self._prefix)}
+        """Dotted keys to values."""
+        return dict(self._flat)
+
+    def part(self, *options) -> "Config":
+        """The slice a part receives: the keys of its OPTIONS mappings, nothing else."""
+        return Config({key: self._flat[key] for mapping in options for key in mapping})
 
     def to_dict(self) -> dict:
         return _nest(self.flat())
@@ -179,7 +179,7 @@ class Config:
         """A copy with `updates` (dotted keys or regexes, values parsed and checked) applied."""
         flat = dict(self._flat)
         _apply(flat, _flatten(updates), source="update")
-        return Config(flat, self._prefix)
+        return Config(flat)
 
     def to_yaml(self) -> str:
         yaml = ruamel.yaml.YAML()
@@ -222,6 +222,9 @@ def _suggest(key: str, known) -> str:
 def _apply(flat: dict, updates: dict, source: str) -> None:
     """Applies dotted or regex keys in order, parsing each value against its default's type."""
     for key, value in updates.items():
+        alias = declarations()["aliases"].get(key) if key not in flat else None
+        if alias is not None and alias.target in flat:
+            key, value = alias.target, alias.translate(value)
         if key in flat:
             matches = [key]
         else:
@@ -317,63 +320,110 @@ def usage(path=None) -> str:
     return "\n".join(lines)
 
 
-# Keys whose values come from a fixed set; checked after presets and overrides.
-CHOICES = {
-    "ssm_type": ("mimo", "gru"),
-    "ssm.parallel": ("auto", "parallel", "sequential"),
-    "ssm_cell.discretization": ("bilinear", "zoh"),
-    "rssm.initial": ("learned", "zeros"),
-    "jax.platform": ("", "cpu", "gpu", "cuda", "rocm", "tpu"),
-    "jax.precision": ("float32", "bfloat16"),
-    "envs.parallel": ("none", "process"),
-    "replay.compression": ("none", "zstd", "lz4"),
-    "actor_grad_disc": ("reinforce", "backprop"),
-    "actor_grad_cont": ("reinforce", "backprop"),
-    "decoder.image_dist": ("mse",),
-    "decoder.vector_dist": ("symlog_mse", "mse"),
-}
-FEATURES = ("deter", "stoch", "hidden")
-POSITIVE = (
-    "batch_size", "batch_length", "replay_size", "replay.chunk", "envs.amount", "run.steps",
-    "rssm.deter", "rssm.units", "rssm.hidden", "rssm.stoch", "rssm.classes", "ssm.n_layers",
-    "ssm_cell.n_blocks", "imag_horizon", "horizon", "run.keep_ckpts", "expl.heads", "expl.layers", "expl.units",
-    "reward_head.bins", "reward_head.bin_limit", "critic.bins", "critic.bin_limit",
+# ----------------------------------------------------------------------------- declarations
+#
+# Each part of the agent declares its options once, next to the code that reads them: a
+# module-level OPTIONS mapping {dotted key: Rule}, optionally ALIASES {old key: Alias} and a
+# check_options(config) function for rules that tie several keys together. configs.yaml
+# writes every default; the default's type is the key's type, the Rule narrows the values.
+# Every key of `defaults` is owned by exactly one part (checked by `declarations`).
+
+PARTS = (
+    "recall2imagine.run",          # run loop, environments, replay, JAX runtime
+    "recall2imagine.world_model",  # latent state, losses, world-model optimiser
+    "recall2imagine.cores",        # sequence cores: ssm_type and each core's options
+    "recall2imagine.nets",         # encoder, decoder, reward and continue heads
+    "recall2imagine.behavior",     # actor-critic in imagination
+    "recall2imagine.explore",      # exploration ensemble
 )
 
 
+class Rule:
+    """What values an option allows beyond its type; `allowed` says it in words."""
+
+    def __init__(self, test, allowed: str, choices=()):
+        self.test, self.allowed, self.choices = test, allowed, tuple(choices)
+
+    def check(self, key: str, value) -> None:
+        if self.test(value):
+            return
+        close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=3, cutoff=0.4)
+        hint = f" Closest: {', '.join(repr(c) for c in close)}." if close else ""
+        raise ConfigError(f"Config key '{key}' is {value!r}; allowed: {self.allowed}.{hint}")
+
+
+ANY = Rule(lambda value: True, "any value of the default's type")
+positive = Rule(lambda value: value > 0, "a positive number")
+non_negative = Rule(lambda value: value >= 0, "a number >= 0")
+
+
+def one_of(*choices) -> Rule:
+    return Rule(lambda value: value in choices, ", ".join(map(repr, choices)), choices)
+
+
+def between(low, high, low_open=False, high_open=False) -> Rule:
+    """A number in [low, high], with either end open."""
+    def test(value):
+        return (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    return Rule(test, f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+
+
+def subset_of(*choices) -> Rule:
+    """A non-empty list drawn from `choices`."""
+    return Rule(lambda value: bool(value) and all(v in choices for v in value),
+                f"a non-empty list of {', '.join(map(repr, choices))}", choices)
+
+
+class Alias:
+    """An old key that still works: its value goes to `target`, translated through `values`."""
+
+    def __init__(self, target: str, values: dict):
+        self.target, self.values = target, values
+
+    def translate(self, value):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        translated = [self.values.get(str(v).lower(), v) for v in items]
+        return translated if isinstance(value, (list, tuple)) else translated[0]
+
+
+_DECLARED: dict | None = None
+
+
+def declarations() -> dict:
+    """{"options": {key: Rule}, "aliases": {old key: Alias}, "owners": {key: part}, "checks": [fn]}."""
+    global _DECLARED
+    if _DECLARED is None:
+        options, owners, aliases, checks = {}, {}, {}, []
+        for name in PARTS:
+            part = importlib.import_module(name)
+            for key, rule in part.OPTIONS.items():
+                if key in owners:
+                    raise RuntimeError(f"Config key '{key}' is declared by both {owners[key]} and {name}.")
+                options[key], owners[key] = rule, name
+            aliases.update(getattr(part, "ALIASES", {}))
+            if hasattr(part, "check_options"):
+                checks.append(part.check_options)
+        _DECLARED = {"options": options, "aliases": aliases, "owners": owners, "checks": checks}
+    return _DECLARED
+
+
+def check_declared(defaults: dict) -> None:
+    """Every key of `defaults` is declared by a part and every declared key has a default."""
+    declared = set(declarations()["options"])
+    missing, extra = sorted(set(defaults) - declared), sorted(declared - set(defaults))
+    if missing or extra:
+        raise RuntimeError(f"configs.yaml defaults and the parts' OPTIONS disagree: undeclared {missing}, "
+                           f"without a default {extra}. Declare each option in the part that reads it.")
+
+
 def validate(config: Config) -> Config:
-    """Checks values that a type alone does not pin down; raises ConfigError naming the key."""
-    for key, allowed in CHOICES.items():
-        if config[key] not in allowed:
-            raise ConfigError(f"Config key '{key}' is {config[key]!r}; allowed: {', '.join(map(repr, allowed))}.")
-    for key in POSITIVE:
-        if config[key] <= 0:
-            raise ConfigError(f"Config key '{key}' must be positive, got {config[key]}.")
-    for key in ("actor.inputs", "critic.inputs", "decoder.inputs", "reward_head.inputs", "cont_head.inputs"):
-        bad = [name for name in config[key] if name not in FEATURES] or ([] if config[key] else ["(empty)"])
-        if bad:
-            raise ConfigError(f"Config key '{key}' has {bad}; allowed features: {', '.join(FEATURES)}.")
-    if config.rssm.hidden % config.ssm_cell.n_blocks:
-        raise ConfigError(
-            f"rssm.hidden ({config.rssm.hidden}) must be divisible by ssm_cell.n_blocks ({config.ssm_cell.n_blocks})."
-        )
-    if not 0.0 <= config.ssm.dropout < 1.0:
-        raise ConfigError(f"Config key 'ssm.dropout' must be in [0, 1), got {config.ssm.dropout}.")
-    if not 0.0 < config.imag_starts <= 1.0:
-        raise ConfigError(f"Config key 'imag_starts' must be in (0, 1] (a fraction of the B*T starts), "
-                          f"got {config.imag_starts}.")
-    if config.expl.scale < 0:
-        raise ConfigError(f"Config key 'expl.scale' must be >= 0 (0 turns exploration off), got {config.expl.scale}.")
-    if config.run.train_ratio < 0:
-        raise ConfigError(f"Config key 'run.train_ratio' must be >= 0, got {config.run.train_ratio}.")
-    if config.use_lfs and not config.lfs_dir:
-        raise ConfigError("use_lfs is True but lfs_dir is empty: pass --lfs_dir DIR (a durable directory).")
-    for key in ("jax.train_devices", "jax.policy_devices"):
-        if not config[key] or min(config[key]) < 0:
-            raise ConfigError(f"Config key '{key}' must list device indices >= 0, got {config[key]}.")
-    if config.batch_size % len(config.jax.train_devices):
-        raise ConfigError(
-            f"batch_size ({config.batch_size}) must be divisible by the number of jax.train_devices "
-            f"({len(config.jax.train_devices)})."
-        )
+    """Checks every value against its part's Rule, then the parts' cross-key checks.
+
+    Raises ConfigError naming the key, the value and what is allowed."""
+    declared = declarations()
+    check_declared(config.flat())
+    for key, rule in declared["options"].items():
+        rule.check(key, config[key])
+    for check in declared["checks"]:
+        check(config)
     return config

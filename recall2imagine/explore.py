@@ -19,10 +19,17 @@ import jax
 import jax.numpy as jnp
 
 from recall2imagine import nets
-from recall2imagine.world_model import features
+from recall2imagine.config import non_negative, one_of, positive
+from recall2imagine.nets import sg
 
-sg = jax.lax.stop_gradient
 INPUTS = ("deter", "stoch")
+OPTIONS = {
+    "expl.scale": non_negative,  # 0 turns exploration off
+    "expl.heads": positive, "expl.layers": positive, "expl.units": positive,
+    "expl.act": one_of(*nets.ACTIVATIONS), "expl.norm": one_of(*nets.NORMS),
+    "expl_opt.lr": positive, "expl_opt.eps": positive, "expl_opt.clip": positive,
+    "expl_opt.wd": non_negative, "expl_opt.warmup": non_negative,
+}
 
 
 class _Predictor(nn.Module):
@@ -59,20 +66,20 @@ class Explorer:
     """The disagreement ensemble of a world model; pure functions of its params."""
 
     def __init__(self, world_model, act_dim, config):
+        """config: this module's OPTIONS slice."""
         e = config.expl
         self.wm = world_model
         self.scale = e.scale
         self.inputs = world_model.feature_names(INPUTS)
-        self.size = config.rssm.stoch * config.rssm.classes
+        self.size = world_model.stoch_shape[0] * world_model.stoch_shape[1]
         self.net = Ensemble(e.heads, e.layers, e.units, self.size, e.act, e.norm)
         self.act_dim = act_dim
 
     def _x(self, state, action):
-        return jnp.concatenate([features(state, self.inputs), action.astype(jnp.float32)], -1)
+        return jnp.concatenate([self.wm.features(state, self.inputs), action.astype(jnp.float32)], -1)
 
     def init(self, key, wm_params):
-        carry = self.wm.initial_carry(wm_params, 1)
-        state = {"stoch": carry["stoch"], "deter": jnp.zeros((1, self.wm.config.rssm.deter))}
+        state = self.wm.initial_latent(wm_params, 1)
         return self.net.init(key, self._x(state, jnp.zeros((1, self.act_dim))))
 
     def loss(self, params, outs, action, is_first):

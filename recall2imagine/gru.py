@@ -9,8 +9,6 @@ import jax.numpy as jnp
 
 from recall2imagine.nets import Norm, dense_init
 
-INITIALS = ("learned", "zeros")
-
 
 class GRUCore(nn.Module):
     """h_t = GRU(u_t, h_{t-1}); state (*batch, deter) float32."""
@@ -21,8 +19,6 @@ class GRUCore(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        if self.initial not in INITIALS:
-            raise ValueError(f"rssm.initial must be one of {INITIALS}, got {self.initial!r}")
         self.gates = nn.Dense(3 * self.deter, use_bias=self.norm == "none", dtype=self.dtype,
                               kernel_init=dense_init())
         self.gates_norm = Norm(self.norm, self.dtype)

@@ -12,13 +12,39 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from recall2imagine.config import ANY, non_negative, one_of, positive, subset_of
+
 sg = jax.lax.stop_gradient
 
 ACTIVATIONS = {"silu": nn.silu, "elu": nn.elu, "relu": nn.relu, "gelu": nn.gelu,
                "tanh": jnp.tanh, "none": lambda x: x}
 NORMS = ("layer", "none")
-# Observation keys the environment adds for bookkeeping: never encoded or decoded.
-BOOKKEEPING_KEYS = ("reward", "is_first", "is_last", "is_terminal")
+# Latent-state features a head can read (world_model.features).
+FEATURES = ("deter", "stoch", "hidden")
+IMAGE_DISTS = ("mse",)
+VECTOR_DISTS = ("symlog_mse", "mse")
+
+
+def _mlp_options(section, layers="layers", units="units"):
+    return {f"{section}.{layers}": non_negative, f"{section}.{units}": positive,
+            f"{section}.act": one_of(*ACTIVATIONS), f"{section}.norm": one_of(*NORMS)}
+
+
+def _coder_options(section):
+    return {f"{section}.mlp_keys": ANY, f"{section}.cnn_keys": ANY,
+            **_mlp_options(section, "mlp_layers", "mlp_units"),
+            f"{section}.cnn_depth": positive, f"{section}.minres": positive}
+
+
+OPTIONS = {
+    **_coder_options("encoder"), "encoder.symlog_inputs": ANY,
+    **_coder_options("decoder"), "decoder.image_dist": one_of(*IMAGE_DISTS),
+    "decoder.vector_dist": one_of(*VECTOR_DISTS), "decoder.inputs": subset_of(*FEATURES),
+    **_mlp_options("reward_head"), "reward_head.bins": positive, "reward_head.bin_limit": positive,
+    "reward_head.outscale": non_negative, "reward_head.inputs": subset_of(*FEATURES),
+    **_mlp_options("cont_head"), "cont_head.outscale": non_negative,
+    "cont_head.inputs": subset_of(*FEATURES),
+}
 
 
 def symlog(x):
@@ -37,8 +63,6 @@ def dense_init(scale=1.0):
 
 
 def activation(name):
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]
 
 
@@ -50,8 +74,6 @@ class Norm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        if self.kind not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.kind!r}")
         if self.kind == "none":
             return x
         return nn.LayerNorm(epsilon=1e-3, dtype=self.dtype)(x)
@@ -268,8 +290,6 @@ def select_keys(shapes, cnn_pattern, mlp_pattern):
     """
     cnn, mlp = [], []
     for key, shape in sorted(shapes.items()):
-        if key in BOOKKEEPING_KEYS:
-            continue
         shape = tuple(int(s) for s in shape)
         if len(shape) == 3 and re.match(cnn_pattern, key):
             cnn.append((key, shape))

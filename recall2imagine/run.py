@@ -3,7 +3,8 @@
 The same command starts a run and resumes it: the step counters, agent state and
 optimiser state come from the newest checkpoint in `<logdir>/ckpt`, the data from
 the replay's last commit in `<logdir>/replay` (both restored from `lfs_dir` first
-when the logdir is missing or older).
+when the logdir is missing or older). Whether a logdir can be resumed is decided from
+the model itself: the parameter tree this config builds must match the checkpoint's.
 """
 
 from __future__ import annotations
@@ -15,18 +16,56 @@ from pathlib import Path
 
 import numpy as np
 
-from recall2imagine.config import Config, ConfigError
+from recall2imagine.config import ANY, Config, ConfigError, between, non_negative, one_of, positive
+from replay.storage import COMPRESSIONS
 
-__all__ = ["train", "TrainingError"]
+__all__ = ["train", "TrainingError", "check_run_dir", "check_params"]
 
-# Keys whose change makes an existing run directory unusable (model shapes, task, data layout).
-STRUCTURAL_KEYS = (
-    r"task", r"ssm_type", r"rssm\..*", r"ssm\.n_layers", r"ssm\.glu", r"ssm\.mlp", r"ssm_cell\.n_blocks",
-    r"ssm_cell\.conj_sym", r"encoder\..*", r"decoder\..*", r"reward_head\..*", r"cont_head\..*",
-    r"actor\.(layers|units|inputs|act|norm)", r"critic\.(layers|units|inputs|bins|bin_limit|act|norm)",
-    r"replay\.chunk",
-)
-REPLAY_KEYS = ("reward", "is_first", "is_last", "is_terminal")
+
+def _device_indices(value) -> bool:
+    return bool(value) and min(value) >= 0
+
+
+OPTIONS = {
+    "seed": ANY, "task": ANY, "logdir": ANY, "wdb_name": ANY, "use_wandb": ANY,
+    "use_lfs": ANY, "lfs_dir": ANY,
+    "replay_size": positive, "replay.chunk": positive, "replay.compression": one_of(*COMPRESSIONS),
+    "replay.prefetch": non_negative,
+    "batch_size": positive, "batch_length": positive,
+    "jax.platform": one_of("", "cpu", "gpu", "cuda", "rocm", "tpu"),
+    "jax.precision": one_of("float32", "bfloat16"),
+    "jax.prealloc": ANY, "jax.debug_nans": ANY, "jax.compile_cache": ANY,
+    "jax.policy_devices": ANY, "jax.train_devices": ANY,
+    "jax.distributed": ANY, "jax.coordinator_address": ANY,
+    "jax.num_processes": positive, "jax.process_id": non_negative,
+    "run.steps": positive, "run.train_ratio": non_negative, "run.train_fill": non_negative,
+    "run.log_every": non_negative, "run.save_every": non_negative, "run.eval_every": non_negative,
+    "run.eval_eps": positive, "run.keep_ckpts": positive,
+    "envs.amount": positive, "envs.parallel": one_of("none", "process"),
+}
+# Keys that change what a stored run means without changing a parameter shape: resuming
+# with another value would mix two experiments. Shape changes are found from the model.
+MEANING_KEYS = ("task", "replay.chunk", "ssm_type", "ssm.prenorm", "ssm_cell.discretization",
+                "encoder.symlog_inputs", "decoder.image_dist", "decoder.vector_dist",
+                "reward_head.bin_limit", "critic.bin_limit", "rssm.act", "encoder.act", "decoder.act",
+                "reward_head.act", "cont_head.act", "actor.act", "critic.act", "expl.act")
+
+
+def check_options(config) -> None:
+    for key in ("jax.train_devices", "jax.policy_devices"):
+        if not _device_indices(config[key]):
+            raise ConfigError(f"Config key '{key}' must list device indices >= 0, got {config[key]}.")
+    if config.use_lfs and not config.lfs_dir:
+        raise ConfigError("use_lfs is True but lfs_dir is empty: pass --lfs_dir DIR (a durable directory).")
+    if config.batch_size % len(config.jax.train_devices):
+        raise ConfigError(f"batch_size ({config.batch_size}) must be divisible by the number of "
+                          f"jax.train_devices ({len(config.jax.train_devices)}).")
+    per_stream = config.replay_size // config.envs.amount
+    if config.batch_length > per_stream:
+        raise ConfigError(
+            f"batch_length ({config.batch_length}) is longer than one env stream can keep in replay "
+            f"(replay_size {config.replay_size} / envs.amount {config.envs.amount} = {per_stream} steps): "
+            "no training window could ever be sampled. Lower batch_length or raise replay_size.")
 
 
 class TrainingError(RuntimeError):
@@ -60,34 +99,77 @@ def setup_jax(config: Config) -> None:
         )
 
 
-def check_run_dir(logdir: Path, config: Config) -> None:
-    """Refuses a logdir whose saved config differs in structural keys; then saves this config."""
-    import re
+def check_logdir(logdir: Path) -> None:
+    """The logdir must be a directory or not exist yet."""
+    for path in (logdir, *logdir.parents):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--logdir {logdir}: {path} exists and is not a directory. "
+                              "Pass a directory (it is created if missing).")
 
+
+def check_run_dir(logdir: Path, config: Config) -> Config | None:
+    """Refuses a logdir whose saved run differs in a MEANING_KEYS value.
+
+    Returns the saved config (None for a new run) so that parameter differences can be
+    traced to keys later. The logdir is not written: `save_config` does that once every
+    check has passed, so a refused command leaves the run's own config in place."""
     saved_path = logdir / "config.yaml"
-    if saved_path.exists():
-        saved = Config.load(saved_path).flat()
-        current = config.flat()
-        differing = [
-            key for key in sorted(set(saved) | set(current))
-            if any(re.fullmatch(p, key) for p in STRUCTURAL_KEYS) and saved.get(key) != current.get(key)
-        ]
-        # The exploration ensemble is in the checkpoint only when expl.scale > 0.
-        if (saved.get("expl.scale", 0.0) > 0) != (current["expl.scale"] > 0):
-            differing.append("expl.scale")
-        elif current["expl.scale"] > 0:
-            differing += [k for k in ("expl.heads", "expl.layers", "expl.units", "expl.act", "expl.norm")
-                          if saved.get(k) != current.get(k)]
+    saved = Config.load(saved_path) if saved_path.exists() else None
+    if saved is not None:
+        before, now = saved.flat(), config.flat()
+        differing = [key for key in MEANING_KEYS if key in before and before[key] != now[key]]
         if differing:
-            lines = [f"  {k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in differing]
+            lines = [f"  {k}: saved {before[k]!r}, now {now[k]!r}" for k in differing]
             raise ConfigError(
                 f"The logdir {logdir} holds a run with a different config:\n" + "\n".join(lines)
                 + "\nResume it with its own settings, or pass --logdir elsewhere for a new run."
             )
+    return saved
+
+
+def save_config(logdir: Path, config: Config) -> None:
+    """Writes <logdir>/config.yaml atomically."""
     logdir.mkdir(parents=True, exist_ok=True)
-    tmp = saved_path.with_suffix(".yaml.tmp")
+    path = logdir / "config.yaml"
+    tmp = path.with_suffix(".yaml.tmp")
     config.save(tmp)
-    os.replace(tmp, saved_path)
+    os.replace(tmp, path)
+
+
+def _shape_differences(stored: dict, built: dict) -> list[str]:
+    lines = []
+    for path in sorted(set(stored) | set(built)):
+        old, new = stored.get(path), built.get(path)
+        if old != new:
+            show = lambda leaf: "absent" if leaf is None else f"{leaf[0]} {leaf[1]}"
+            lines.append(f"  {path}: checkpoint {show(old)}, this config {show(new)}")
+    return lines
+
+
+def check_params(stored: dict, built: dict, logdir: Path, saved: Config | None, config: Config,
+                 shapes_of) -> None:
+    """Refuses to resume when the checkpoint's parameter tree differs from the one `config` builds.
+
+    stored, built: {path: (shape, dtype)}; shapes_of(config) -> such a tree, used to name the
+    config keys whose saved values would rebuild the stored shapes."""
+    lines = _shape_differences(stored, built)
+    if not lines:
+        return
+    causes = []
+    if saved is not None:
+        now = config.flat()
+        for key, value in saved.flat().items():
+            if key in now and value != now[key]:
+                reverted = shapes_of(config.update({key: value}))
+                if _shape_differences(stored, reverted) != lines:
+                    causes.append(f"  {key}: saved {value!r}, now {now[key]!r}")
+    shown = lines[:20] + ([f"  ... and {len(lines) - 20} more"] if len(lines) > 20 else [])
+    raise ConfigError(
+        f"The checkpoint in {logdir} has other parameter shapes than this config builds:\n"
+        + "\n".join(shown)
+        + ("\nProduced by these config keys:\n" + "\n".join(causes) if causes else "")
+        + "\nResume it with its own settings, or pass --logdir elsewhere for a new run."
+    )
 
 
 class _Stop:
@@ -116,13 +198,6 @@ def _check_finite(metrics: dict, step: int) -> None:
         )
 
 
-def _step_record(obs: dict, action: np.ndarray, index: int) -> dict:
-    """What replay stores for env `index`: observation keys, flags, reward and the action taken."""
-    record = {key: value[index] for key, value in obs.items()}
-    record["action"] = action[index]
-    return record
-
-
 def evaluate(agent, state, config: Config, episodes: int, seed: int) -> dict:
     """Greedy episodes on a fresh env; returns eval/ metrics."""
     import jax
@@ -149,8 +224,8 @@ def evaluate(agent, state, config: Config, episodes: int, seed: int) -> dict:
 def train(config: Config) -> int:
     """Runs (or resumes) training as configured. Returns the process exit status."""
     logdir = Path(config.logdir).expanduser().resolve()
+    check_logdir(logdir)
     setup_jax(config)
-    import jax
 
     from env_wrappers import make_vector
     from recall2imagine.agent import Agent
@@ -165,143 +240,214 @@ def train(config: Config) -> int:
         compression=config.replay.compression, prefetch=config.replay.prefetch,
         lfs_dir=lfs_dir, seed=config.seed,
     )
-    if lfs_dir:
-        for path in (logdir / "ckpt", logdir / "config.yaml"):
-            replay.register_lfs_path(path)
-    check_run_dir(logdir, config)
+    resources = [replay]
     try:
-        env = make_vector(config.task, config.envs.amount, seed=config.seed,
-                          parallel=config.envs.parallel == "process")
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"Cannot make task {config.task!r}: {e}") from None
-    env.act_space.seed(config.seed)  # reproducible prefill actions
-    agent = Agent(env.obs_space, env.act_space, config)
-    checkpoints = Checkpointer(logdir / "ckpt", keep=config.run.keep_ckpts)
-    logger = Logger(logdir, total_steps=config.run.steps, config=config)
-    stop = _Stop()
-    try:
-        return _loop(config, logdir, env, agent, replay, checkpoints, logger, stop, jax)
+        if lfs_dir:
+            for path in (logdir / "ckpt", logdir / "config.yaml"):
+                replay.register_lfs_path(path)
+        saved = check_run_dir(logdir, config)
+        try:
+            env = make_vector(config.task, config.envs.amount, seed=config.seed,
+                              parallel=config.envs.parallel == "process")
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"Cannot make task {config.task!r}: {e}") from None
+        resources.append(env)
+        env.act_space.seed(config.seed)  # reproducible prefill actions
+        agent = Agent(env.obs_space, env.act_space, config)
+        checkpoints = Checkpointer(logdir / "ckpt", keep=config.run.keep_ckpts)
+        resources.append(checkpoints)
+        stored = checkpoints.stored_params()
+        if stored is not None:
+            check_params(stored, agent.param_shapes(), logdir, saved, config,
+                         lambda other: Agent(env.obs_space, env.act_space, other).param_shapes())
+        save_config(logdir, config)
+        logger = Logger(logdir, total_steps=config.run.steps, config=config)
+        resources.append(logger)
+        stop = _Stop()
+        try:
+            return Loop(config, logdir, env, agent, replay, checkpoints, logger, stop).run()
+        finally:
+            stop.restore()
     finally:
-        stop.restore()
-        logger.close()
-        env.close()
-        replay.close()
-        checkpoints.close()
+        for resource in reversed(resources):
+            resource.close()
 
 
-def _loop(config, logdir, env, agent, replay, checkpoints, logger, stop, jax) -> int:
-    batch, length = config.batch_size, config.batch_length
-    fresh = agent.init(config.seed)
-    restored = checkpoints.restore(fresh)
-    if restored is None:
-        state, counters = fresh, {"step": 0, "updates": 0, "credit": 0.0, "episodes": 0, "last_eval": 0}
-        logger.message(f"Starting a new run in {logdir}")
-    else:
-        state, counters, _ = restored
-        logger.message(f"Resuming {logdir} at env step {counters['step']} ({counters['updates']} updates, "
-                       f"{len(replay)} replay steps)")
-    del fresh
-    policy_key = jax.random.PRNGKey(config.seed + 1)
-    train_key = jax.random.PRNGKey(config.seed + 2)
-    per_update = batch * length / config.run.train_ratio if config.run.train_ratio > 0 else float("inf")
-    amount = config.envs.amount
-    obs = env.reset()
-    carry = agent.initial_carry(amount)
-    window = {"metrics": [], "t": time.time(), "step": counters["step"], "updates": counters["updates"]}
-    last_save = time.time()
-    last_progress = 0.0
-    # The counters of the newest checkpoint (none for a new run): saving it again is a no-op.
-    saved_at = None if restored is None else (counters["step"], counters["updates"])
+class Loop:
+    """One run of the loop; each step of `run` is a method below, in the order it happens."""
 
-    def save(current_state):
-        nonlocal saved_at
-        replay.save()
-        if saved_at != (counters["step"], counters["updates"]):
-            checkpoints.save(counters["step"], current_state, dict(counters))
-            saved_at = (counters["step"], counters["updates"])
-        if replay.lfs_dir is not None:
-            replay.sync()
+    def __init__(self, config, logdir, env, agent, replay, checkpoints, logger, stop):
+        import jax
 
-    while counters["step"] < config.run.steps and not stop.requested:
-        # Random actions until train_fill steps and one batch_length window per env stream exist.
-        prefill = replay.steps_added < max(config.run.train_fill, length * amount)
-        if prefill:
-            env_action = np.stack([env.act_space.sample() for _ in range(amount)])
-            action = agent.replay_action(env_action)
+        self.jax = jax
+        self.config, self.logdir, self.env, self.agent = config, logdir, env, agent
+        self.replay, self.checkpoints, self.logger, self.stop = replay, checkpoints, logger, stop
+        self.batch, self.length, self.amount = config.batch_size, config.batch_length, config.envs.amount
+        self.per_update = (self.batch * self.length / config.run.train_ratio
+                           if config.run.train_ratio > 0 else float("inf"))
+        self.policy_key = jax.random.PRNGKey(config.seed + 1)
+        self.train_key = jax.random.PRNGKey(config.seed + 2)
+        self.warned_no_window = False
+
+    def run(self) -> int:
+        self.restore()
+        while self.counters["step"] < self.config.run.steps and not self.stop.requested:
+            prefill = self.prefilling()
+            self.act(prefill)
+            if not prefill:
+                self.train()
+            self.show_progress()
+            self.evaluate_if_due()
+            self.log_if_due()
+            self.save_if_due()
+        return self.finish()
+
+    def restore(self) -> None:
+        """State and counters from the newest checkpoint, or fresh ones."""
+        fresh = self.agent.init(self.config.seed)
+        restored = self.checkpoints.restore(fresh)
+        if restored is None:
+            self.state = fresh
+            self.counters = {"step": 0, "updates": 0, "credit": 0.0, "episodes": 0, "last_eval": 0}
+            self.logger.message(f"Starting a new run in {self.logdir}")
         else:
-            key = jax.random.fold_in(policy_key, counters["step"])
-            action, carry = agent.policy(state, carry, obs, key, mode="train")
-            action = np.asarray(action)
-            env_action = agent.env_action(action)
-        for i in range(amount):
-            replay.add(_step_record(obs, action, i), worker=i)
-        obs = env.step(env_action)
-        counters["step"] += amount
-        for episode in env.episodes:
-            counters["episodes"] += 1
-            logger.episode(counters["step"], episode["return"], episode["length"])
-
-        if not prefill and not replay.can_sample(length):
-            # Steps become sampleable when their chunk is committed; commit the partial ones once.
-            replay.flush()
-        if not prefill and replay.can_sample(length):
-            counters["credit"] += amount
-            while counters["credit"] >= per_update and not stop.requested:
-                key = jax.random.fold_in(train_key, counters["updates"])
-                new_state, metrics = agent.train(state, replay.sample(batch, length), key)
-                metrics = {k: np.asarray(v) for k, v in metrics.items()}
-                try:
-                    _check_finite(metrics, counters["step"])
-                except TrainingError:
-                    save(state)
-                    raise
-                state = new_state
-                counters["updates"] += 1
-                counters["credit"] -= per_update
-                window["metrics"].append(metrics)
-
+            self.state, self.counters, _ = restored
+            self.logger.message(f"Resuming {self.logdir} at env step {self.counters['step']} "
+                                f"({self.counters['updates']} updates, {len(self.replay)} replay steps)")
+        # The counters of the newest checkpoint (none for a new run): saving it again is a no-op.
+        self.saved_at = None if restored is None else (self.counters["step"], self.counters["updates"])
+        self.obs = self.env.reset()
+        self.carry = self.agent.initial_carry(self.amount)
         now = time.time()
-        if now - last_progress > 0.5:
-            elapsed = max(now - window["t"], 1e-6)
-            logger.progress(counters["step"], fps=(counters["step"] - window["step"]) / elapsed,
-                            train_fps=(counters["updates"] - window["updates"]) * batch * length / elapsed)
-            last_progress = now
-        if config.run.eval_every and counters["step"] - counters["last_eval"] >= config.run.eval_every \
-                and counters["updates"] > 0:
+        self.window = {"metrics": [], "t": now, "step": self.counters["step"],
+                       "updates": self.counters["updates"]}
+        self.last_save, self.last_progress = now, 0.0
+
+    def prefilling(self) -> bool:
+        """Random actions until train_fill steps and one batch_length window per env stream exist."""
+        return self.replay.steps_added < max(self.config.run.train_fill, self.length * self.amount)
+
+    def act(self, prefill: bool) -> None:
+        """One step of every env: store (obs, action) in replay, then step and count episodes."""
+        if prefill:
+            env_action = np.stack([self.env.act_space.sample() for _ in range(self.amount)])
+            action = self.agent.replay_action(env_action)
+        else:
+            key = self.jax.random.fold_in(self.policy_key, self.counters["step"])
+            action, self.carry = self.agent.policy(self.state, self.carry, self.obs, key, mode="train")
+            action = np.asarray(action)
+            env_action = self.agent.env_action(action)
+        for i in range(self.amount):
+            record = {key: value[i] for key, value in self.obs.items()}
+            record["action"] = action[i]
+            self.replay.add(record, worker=i)
+        self.obs = self.env.step(env_action)
+        self.counters["step"] += self.amount
+        for episode in self.env.episodes:
+            self.counters["episodes"] += 1
+            self.logger.episode(self.counters["step"], episode["return"], episode["length"])
+
+    def train(self) -> None:
+        """As many updates as the train ratio has earned since the last one."""
+        if not self.replay.can_sample(self.length):
+            # Steps become sampleable when their chunk is committed; commit the partial ones.
+            self.replay.flush()
+        if not self.replay.can_sample(self.length):
+            self.warn_if_no_window()
+            return
+        self.counters["credit"] += self.amount
+        while self.counters["credit"] >= self.per_update and not self.stop.requested:
+            key = self.jax.random.fold_in(self.train_key, self.counters["updates"])
+            new_state, metrics = self.agent.train(self.state, self.replay.sample(self.batch, self.length), key)
+            metrics = {k: np.asarray(v) for k, v in metrics.items()}
+            try:
+                _check_finite(metrics, self.counters["step"])
+            except TrainingError:
+                self.save()
+                raise
+            self.state = new_state
+            self.counters["updates"] += 1
+            self.counters["credit"] -= self.per_update
+            self.window["metrics"].append(metrics)
+
+    def warn_if_no_window(self) -> None:
+        """Once: the replay should hold a training window by now and does not."""
+        if self.warned_no_window or self.replay.steps_added < 2 * self.length * self.amount:
+            return
+        self.warned_no_window = True
+        self.logger.message(
+            f"Warning: no training window of batch_length {self.config.batch_length} steps yet after "
+            f"{self.replay.steps_added} env steps ({self.replay.stats()['streams']} steps per env stream); "
+            "no update has run. A window needs that many consecutive steps of one env stream: "
+            "lower batch_length or raise replay_size.")
+
+    def show_progress(self) -> None:
+        now = time.time()
+        if now - self.last_progress > 0.5:
+            elapsed = max(now - self.window["t"], 1e-6)
+            self.logger.progress(
+                self.counters["step"], fps=(self.counters["step"] - self.window["step"]) / elapsed,
+                train_fps=(self.counters["updates"] - self.window["updates"]) * self.batch * self.length / elapsed)
+            self.last_progress = now
+
+    def evaluate_if_due(self) -> None:
+        every, counters = self.config.run.eval_every, self.counters
+        if every and counters["step"] - counters["last_eval"] >= every and counters["updates"] > 0:
             counters["last_eval"] = counters["step"]
-            logger.scalars(counters["step"], evaluate(agent, state, config, config.run.eval_eps,
-                                                      seed=config.seed + 10_000 + counters["episodes"]))
-        if now - window["t"] >= config.run.log_every:
-            _log_period(logger, counters, window, replay, batch * length)
-        if now - last_save >= config.run.save_every:
-            save(state)
-            last_save = now
+            self.logger.scalars(counters["step"], evaluate(
+                self.agent, self.state, self.config, self.config.run.eval_eps,
+                seed=self.config.seed + 10_000 + counters["episodes"]))
 
-    save(state)
-    logger.progress(counters["step"])
-    _log_period(logger, counters, window, replay, batch * length)
-    logger.message(("Stopped by signal" if stop.requested else "Finished") +
-                   f" at env step {counters['step']}; saved to {logdir}")
-    return 0
+    def log_if_due(self) -> None:
+        if time.time() - self.window["t"] >= self.config.run.log_every:
+            self.log_period()
 
+    def save_if_due(self) -> None:
+        now = time.time()
+        if now - self.last_save >= self.config.run.save_every:
+            self.save()
+            self.last_save = now
 
-def _log_period(logger, counters, window, replay, steps_per_update) -> None:
-    """Averages the period's train metrics and writes them with speed and ratio figures."""
-    now = time.time()
-    elapsed = max(now - window["t"], 1e-6)
-    record = {}
-    if window["metrics"]:
-        for key in window["metrics"][0]:
-            record[key] = float(np.mean([m[key] for m in window["metrics"]]))
-    env_steps = counters["step"] - window["step"]
-    updates = counters["updates"] - window["updates"]
-    record["fps/env"] = env_steps / elapsed
-    record["fps/train"] = updates * steps_per_update / elapsed
-    record["train/updates"] = counters["updates"]
-    record["train/ratio"] = counters["updates"] * steps_per_update / max(counters["step"], 1)
-    record["replay/steps"] = len(replay)
-    record["episodes"] = counters["episodes"]
-    logger.scalars(counters["step"], record)
-    logger.summary(counters["step"], record, keys=[k for k in ("fps/env", "fps/train", "train/ratio", "loss/image",
-                   "loss/vector", "loss/reward", "loss/actor", "loss/critic") if k in record])
-    window.update(metrics=[], t=now, step=counters["step"], updates=counters["updates"])
+    def save(self) -> None:
+        """Commits the replay, checkpoints the state unless unchanged, mirrors to lfs_dir."""
+        self.replay.save()
+        at = (self.counters["step"], self.counters["updates"])
+        if self.saved_at != at:
+            self.checkpoints.save(self.counters["step"], self.state, dict(self.counters))
+            self.saved_at = at
+        if self.replay.lfs_dir is not None:
+            self.replay.sync()
+
+    def finish(self) -> int:
+        self.save()
+        self.logger.progress(self.counters["step"])
+        self.log_period()
+        run, step = self.config.run, self.counters["step"]
+        if self.stop.requested:
+            why = f"Stopped by signal at env step {step}"
+        else:
+            why = f"Finished: the budget of run.steps = {run.steps} env steps is spent"
+        self.logger.message(f"{why}; saved to {self.logdir}")
+        return 0
+
+    def log_period(self) -> None:
+        """Averages the period's train metrics and writes them with speed and ratio figures."""
+        counters, window = self.counters, self.window
+        now = time.time()
+        elapsed = max(now - window["t"], 1e-6)
+        steps_per_update = self.batch * self.length
+        record = {}
+        if window["metrics"]:
+            for key in window["metrics"][0]:
+                record[key] = float(np.mean([m[key] for m in window["metrics"]]))
+        record["fps/env"] = (counters["step"] - window["step"]) / elapsed
+        record["fps/train"] = (counters["updates"] - window["updates"]) * steps_per_update / elapsed
+        record["train/updates"] = counters["updates"]
+        record["train/ratio"] = counters["updates"] * steps_per_update / max(counters["step"], 1)
+        record["replay/steps"] = len(self.replay)
+        record["episodes"] = counters["episodes"]
+        self.logger.scalars(counters["step"], record)
+        self.logger.summary(counters["step"], record, keys=[k for k in (
+            "fps/env", "fps/train", "train/ratio", "loss/image", "loss/vector", "loss/reward", "loss/actor",
+            "loss/critic") if k in record])
+        window.update(metrics=[], t=now, step=counters["step"], updates=counters["updates"])

@@ -17,28 +17,38 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-import ssm
 from recall2imagine import nets
-from recall2imagine.gru import GRUCore
+from recall2imagine.config import ConfigError, non_negative, one_of, positive
+from recall2imagine.cores import KINDS, build_core
+from recall2imagine.cores import OPTIONS as CORE_OPTIONS
+from recall2imagine.nets import sg
 
-sg = jax.lax.stop_gradient
-SSM_TYPES = ("mimo", "gru")
-FEATURES = ("deter", "stoch", "hidden")
-PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-IMAGE_DISTS = ("mse",)
-VECTOR_DISTS = ("symlog_mse", "mse")
+_OPT = {"lr": positive, "eps": positive, "clip": positive, "wd": non_negative, "warmup": non_negative}
+OPTIONS = {
+    "rssm.deter": positive, "rssm.units": positive, "rssm.hidden": positive, "rssm.stoch": positive,
+    "rssm.classes": positive, "rssm.act": one_of(*nets.ACTIVATIONS), "rssm.norm": one_of(*nets.NORMS),
+    "rssm.initial": one_of("learned", "zeros"), "rssm.unimix": non_negative, "rssm.action_clip": positive,
+    **{f"loss_scales.{k}": non_negative for k in ("image", "vector", "reward", "cont", "dyn", "rep")},
+    "dyn_loss.free": non_negative, "rep_loss.free": non_negative,
+    **{f"model_opt.{k}": rule for k, rule in _OPT.items()},
+    "ssm_opt.lr": positive, "ssm_opt.wd": non_negative,
+}
 
 
-def compute_dtype(config):
-    precision = config.jax.precision
-    if precision not in PRECISIONS:
-        raise ValueError(f"jax.precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-    return PRECISIONS[precision]
+def check_options(config) -> None:
+    if config["rssm.unimix"] >= 1.0:
+        raise ConfigError(f"Config key 'rssm.unimix' is {config['rssm.unimix']}; allowed: [0, 1).")
 
 
 def swap_bt(x):
     """(B, T, ...) <-> (T, B, ...)."""
     return jnp.swapaxes(x, 0, 1)
+
+
+def bound_action(action, limit):
+    """Scales actions outside [-limit, limit] back onto it, keeping their gradient
+    (R2I, DreamerV3); clipping would zero the gradient outside the box."""
+    return action * sg(limit / jnp.maximum(limit, jnp.abs(action)))
 
 
 class WorldModelNet(nn.Module):
@@ -47,13 +57,13 @@ class WorldModelNet(nn.Module):
     encoder: nn.Module
     core_input: nn.Module
     core: nn.Module
-    deter_out: nn.Module | None  # Dense y_t -> h_t for mimo; None for gru (h_t = GRU state).
+    deter_out: nn.Module | None  # Dense y_t -> h_t; None where h_t is the core state (gru).
     prior: nn.Module
     posterior: nn.Module
     decoder: nn.Module
     reward_head: nn.Module
     cont_head: nn.Module
-    ssm_type: str
+    parallel: bool  # posterior q(z_t | e_t) without h_t (cores trained in one sequence call)
     stoch: int
     classes: int
     unimix: float
@@ -70,7 +80,7 @@ class WorldModelNet(nn.Module):
         """u_t from z_{t-1} (..., S, C), a_{t-1} (..., A), zeroed where is_first (...)."""
         keep = (~is_first)[..., None].astype(jnp.float32)
         stoch = prev_stoch.reshape(prev_stoch.shape[:-2] + (-1,)) * keep
-        action = jnp.clip(prev_action, -self.action_clip, self.action_clip) * keep
+        action = bound_action(prev_action, self.action_clip) * keep
         return self.core_input(jnp.concatenate([stoch, action], -1))
 
     def to_deter(self, y):
@@ -79,7 +89,7 @@ class WorldModelNet(nn.Module):
         return nets.activation(self.act)(self.deter_out(y)).astype(jnp.float32)
 
     def posterior_logits(self, deter, embed):
-        x = embed if self.ssm_type == "mimo" else jnp.concatenate([deter, embed], -1)
+        x = embed if self.parallel else jnp.concatenate([deter, embed], -1)
         return self.latent_logits(self.posterior, x)
 
     def initial_core(self, batch_shape):
@@ -99,8 +109,8 @@ class WorldModelNet(nn.Module):
                 "post_logits": post_logits, "prior_logits": prior_logits}
 
     def observe_parallel(self, carry, embed, action, is_first, key, training):
-        """mimo only: posterior for all steps at once, then one SSM sequence call
-        (with SSM dropout when training; needs a "dropout" rng)."""
+        """Parallel cores: posterior for all steps at once, then one core sequence call
+        (with core dropout when training; needs a "dropout" rng)."""
         post_logits = self.latent_logits(self.posterior, embed)
         keys = jax.random.split(key, embed.shape[1])
         # One key per step, as obs_step uses, so both paths sample the same z.
@@ -132,8 +142,9 @@ class WorldModelNet(nn.Module):
     def cont(self, features):
         return self.cont_head(features)
 
-    def touch_all(self, obs, action, is_first, key, head_inputs):
-        """Initialisation: runs every submodule once; head_inputs {head: feature names}."""
+    def touch_all(self, obs, action, is_first, key, head_inputs, features):
+        """Initialisation: runs every submodule once; head_inputs {head: feature names},
+        features(state, names) -> (..., F)."""
         embed = self.encode(obs)
         carry = {"core": self.initial_core(is_first.shape), "action": action,
                  "stoch": jnp.zeros(is_first.shape + (self.stoch, self.classes))}
@@ -143,30 +154,17 @@ class WorldModelNet(nn.Module):
                 self.cont(features(out, head_inputs["cont"])).mean())
 
 
-def build_net(obs_shapes, config):
-    """WorldModelNet from config; obs_shapes {key: shape}. Returns (net, decoder keys)."""
-    dtype = compute_dtype(config)
+def build_net(obs_shapes, config, dtype):
+    """WorldModelNet from the world model's config slice; obs_shapes {key: shape}.
+
+    Returns (net, (decoder image keys, decoder vector keys))."""
     r, enc, dec = config.rssm, config.encoder, config.decoder
-    if config.ssm_type not in SSM_TYPES:
-        raise ValueError(f"ssm_type must be one of {SSM_TYPES}, got {config.ssm_type!r}")
     enc_cnn, enc_mlp = nets.select_keys(obs_shapes, enc.cnn_keys, enc.mlp_keys)
     dec_cnn, dec_mlp = nets.select_keys(obs_shapes, dec.cnn_keys, dec.mlp_keys)
-    if dec.image_dist not in IMAGE_DISTS or dec.vector_dist not in VECTOR_DISTS:
-        raise ValueError(f"decoder.image_dist must be one of {IMAGE_DISTS} and "
-                         f"decoder.vector_dist one of {VECTOR_DISTS}, got "
-                         f"{dec.image_dist!r} and {dec.vector_dist!r}")
-    if config.ssm_type == "mimo":
-        s, cell = config.ssm, config.ssm_cell
-        gating = "glu" if s.glu else ("mlp" if s.mlp else "none")
-        core = ssm.SSMStack(
-            n_layers=s.n_layers, state_size=r.hidden, n_blocks=cell.n_blocks,
-            discretization=cell.discretization, dt_min=cell.dt_min, dt_max=cell.dt_max,
-            conj_sym=cell.conj_sym, clip_eigs=cell.clip_eigs, gating=gating,
-            prenorm=s.prenorm, dropout=s.dropout, initial=r.initial, scan_mode=s.parallel)
-        deter_out = nn.Dense(r.deter, dtype=dtype, kernel_init=nets.dense_init())
-    else:
-        core = GRUCore(r.deter, r.norm, r.initial, dtype)
-        deter_out = None
+    kind = KINDS[config.ssm_type]
+    core = build_core(config.part(CORE_OPTIONS), deter=r.deter, hidden=r.hidden, initial=r.initial,
+                      norm=r.norm, dtype=dtype)
+    deter_out = None if kind.state_is_deter else nn.Dense(r.deter, dtype=dtype, kernel_init=nets.dense_init())
     latent_mlp = lambda: nn.Sequential([
         nets.MLP(1, r.units, r.act, r.norm, dtype=dtype),
         nn.Dense(r.stoch * r.classes, dtype=dtype, kernel_init=nets.dense_init())])
@@ -182,19 +180,24 @@ def build_net(obs_shapes, config):
                               outscale=rh.outscale, act=rh.act, norm=rh.norm, dtype=dtype),
         cont_head=nets.Head("binary", ch.layers, ch.units, outscale=ch.outscale,
                             act=ch.act, norm=ch.norm, dtype=dtype),
-        ssm_type=config.ssm_type, stoch=r.stoch, classes=r.classes, unimix=r.unimix,
+        parallel=kind.parallel, stoch=r.stoch, classes=r.classes, unimix=r.unimix,
         action_clip=r.action_clip, act=r.act)
     return net, (dec_cnn, dec_mlp)
 
 
 class WorldModel:
-    """Pure functions of world-model params; see the module docstring for carries."""
+    """Pure functions of world-model params; see the module docstring for carries.
 
-    def __init__(self, obs_shapes, act_dim, config):
+    config: the world model's slice (`config.part(*world_model.SLICE)`); dtype: compute dtype.
+    """
+
+    def __init__(self, obs_shapes, act_dim, config, dtype=jnp.float32):
         self.config = config
         self.act_dim = act_dim
-        self.ssm_type = config.ssm_type
-        self.net, (self.dec_cnn, self.dec_mlp) = build_net(obs_shapes, config)
+        self.kind = KINDS[config.ssm_type]
+        self.deter_size = config.rssm.deter
+        self.stoch_shape = (config.rssm.stoch, config.rssm.classes)
+        self.net, (self.dec_cnn, self.dec_mlp) = build_net(obs_shapes, config, dtype)
         self.obs_keys = tuple(k for k, _ in self.net.encoder.cnn_keys + self.net.encoder.mlp_keys)
         self.obs_shapes = {k: tuple(obs_shapes[k]) for k in self.obs_keys}
         # Observation keys a training batch needs: encoded or reconstructed.
@@ -205,27 +208,40 @@ class WorldModel:
                             "cont": self.feature_names(config.cont_head.inputs)}
 
     def feature_names(self, names):
-        """Validated feature names; gru has no SSM hidden state, so hidden means deter."""
-        names = list(names)
-        for name in names:
-            if name not in FEATURES:
-                raise ValueError(f"feature inputs must be from {FEATURES}, got {name!r}")
-        if self.ssm_type == "gru":
+        """Resolved feature names: without core hidden features (gru), hidden means deter."""
+        if self.kind.hidden is None:
             names = ["deter" if n == "hidden" else n for n in names]
         return tuple(dict.fromkeys(names))
+
+    def features(self, state, names):
+        """Concatenated features (..., F) of a latent state for resolved ``names``.
+
+        The state holds deter, stoch and either core or hidden (an imagined trajectory
+        stores hidden, the core's flattened features, instead of the core state)."""
+        parts = {"deter": lambda: state["deter"],
+                 "stoch": lambda: state["stoch"].reshape(state["stoch"].shape[:-2] + (-1,)),
+                 "hidden": lambda: (state["hidden"] if "hidden" in state
+                                    else self.kind.hidden(state["core"]))}
+        return jnp.concatenate([parts[n]() for n in names], -1)
 
     def init(self, key):
         obs = {k: jnp.zeros((1,) + s, jnp.uint8 if len(s) == 3 else jnp.float32)
                for k, s in self.obs_shapes.items()}
         init_key, sample_key = jax.random.split(key)
         return self.net.init(init_key, obs, jnp.zeros((1, self.act_dim)), jnp.ones((1,), bool),
-                             sample_key, self.head_inputs, method=WorldModelNet.touch_all)
+                             sample_key, self.head_inputs, self.features,
+                             method=WorldModelNet.touch_all)
 
     def initial_carry(self, params, batch_size):
         core = self.net.apply(params, (batch_size,), method=WorldModelNet.initial_core)
-        return {"core": core,
-                "stoch": jnp.zeros((batch_size, self.config.rssm.stoch, self.config.rssm.classes)),
+        return {"core": core, "stoch": jnp.zeros((batch_size,) + self.stoch_shape),
                 "action": jnp.zeros((batch_size, self.act_dim))}
+
+    def initial_latent(self, params, batch_size):
+        """A latent state {core, stoch, deter} of zeros and initial core states (for shapes)."""
+        carry = self.initial_carry(params, batch_size)
+        return {"core": carry["core"], "stoch": carry["stoch"],
+                "deter": jnp.zeros((batch_size, self.deter_size))}
 
     def encode(self, params, obs):
         for k, s in self.obs_shapes.items():
@@ -250,7 +266,7 @@ class WorldModel:
         expected = (batch, length, self.act_dim)
         assert embed.shape[:2] == (batch, length) and action.shape == expected, (
             f"observe: embed {embed.shape}, action {action.shape}, is_first {is_first.shape}")
-        if self.ssm_type == "mimo":
+        if self.kind.parallel:
             # Dropout draws from its own stream so sampling keys match obs_step's.
             rngs = {"dropout": jax.random.fold_in(key, 1)} if training else {}
             outs = self.net.apply(params, carry, embed, action, is_first, key, training,
@@ -279,7 +295,7 @@ class WorldModel:
     def head(self, params, state, name):
         """The "reward" or "cont" head's distribution on a latent state."""
         method = {"reward": WorldModelNet.reward, "cont": WorldModelNet.cont}[name]
-        return self.net.apply(params, features(state, self.head_inputs[name]), method=method)
+        return self.net.apply(params, self.features(state, self.head_inputs[name]), method=method)
 
     def loss(self, params, data, key):
         """World-model loss on a batch (B, T, ...).
@@ -303,6 +319,7 @@ class WorldModel:
         scales = {**{k: c.loss_scales.image for k, _ in self.dec_cnn},
                   **{k: c.loss_scales.vector for k, _ in self.dec_mlp},
                   **{k: c.loss_scales[k] for k in ("reward", "cont", "dyn", "rep")}}
+        assert set(losses) == set(scales), f"losses {sorted(losses)} vs scales {sorted(scales)}"
         means = {k: v.mean() for k, v in losses.items()}
         total = sum(scales[k] * v for k, v in means.items())
         metrics = {f"loss/{k}": v for k, v in means.items()}
@@ -312,7 +329,7 @@ class WorldModel:
         return total, (outs, metrics)
 
     def _prediction_losses(self, params, outs, data):
-        recon = self.net.apply(params, features(outs, self.head_inputs["decoder"]),
+        recon = self.net.apply(params, self.features(outs, self.head_inputs["decoder"]),
                                method=WorldModelNet.decode)
         losses = {}
         for key, shape in self.dec_cnn:
@@ -328,18 +345,5 @@ class WorldModel:
         return losses
 
 
-def features(state, names):
-    """Concatenated features (..., F) of a latent state for resolved ``names``.
-
-    The state holds deter, stoch and either core or hidden (an imagined trajectory
-    stores hidden, the flattened SSM states, instead of the core tuple)."""
-    parts = {"deter": lambda: state["deter"],
-             "stoch": lambda: state["stoch"].reshape(state["stoch"].shape[:-2] + (-1,)),
-             "hidden": lambda: (state["hidden"] if "hidden" in state
-                                else hidden_features(state["core"]))}
-    return jnp.concatenate([parts[n]() for n in names], -1)
-
-
-def hidden_features(core):
-    """SSM states (tuple of (..., P) complex) -> (..., n_layers * 2P) [real, imag] float32."""
-    return jnp.concatenate([jnp.concatenate([s.real, s.imag], -1) for s in core], -1)
+# The world model's whole config slice: its own options, its core's, its networks'.
+SLICE = (OPTIONS, CORE_OPTIONS, nets.OPTIONS)

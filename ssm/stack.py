@@ -12,6 +12,9 @@ from ssm.s5 import S5Layer
 
 GATINGS = ("glu", "mlp", "none")
 INITIALS = ("learned", "zeros")
+# The stack's fields that each of its blocks takes over unchanged.
+BLOCK_FIELDS = ("state_size", "n_blocks", "discretization", "dt_min", "dt_max", "conj_sym",
+                "clip_eigs", "gating", "prenorm", "dropout", "scan_mode")
 
 
 class SSMBlock(nn.Module):
@@ -39,9 +42,10 @@ class SSMBlock(nn.Module):
         """
         x = u.astype(jnp.float32)
         norm = nn.LayerNorm(name="norm")
-        ssm = S5Layer(self.state_size, self.n_blocks, self.discretization,
-                      self.dt_min, self.dt_max, self.conj_sym, self.clip_eigs,
-                      self.scan_mode, name="s5")
+        ssm = S5Layer(state_size=self.state_size, n_blocks=self.n_blocks,
+                      discretization=self.discretization, dt_min=self.dt_min,
+                      dt_max=self.dt_max, conj_sym=self.conj_sym, clip_eigs=self.clip_eigs,
+                      scan_mode=self.scan_mode, name="s5")
         ssm_in = norm(x) if self.prenorm else x
         run = ssm.step if single_step else ssm
         y, states = run(ssm_in, reset, state, reset_to)
@@ -87,11 +91,8 @@ class SSMStack(nn.Module):
 
     def setup(self):
         self._check_fields()
-        self.layers = [
-            SSMBlock(self.state_size, self.n_blocks, self.discretization, self.dt_min,
-                     self.dt_max, self.conj_sym, self.clip_eigs, self.gating,
-                     self.prenorm, self.dropout, self.scan_mode)
-            for _ in range(self.n_layers)]
+        block = {field: getattr(self, field) for field in BLOCK_FIELDS}
+        self.layers = [SSMBlock(**block) for _ in range(self.n_layers)]
         if self.initial == "learned":
             # [real, imag] per layer: real parameters, zero start = "zeros" at init.
             self.initial_params = self.param(

@@ -1,5 +1,6 @@
 """The config system: presets, regex keys, overrides, types, bad input, the R2I README commands."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -141,11 +142,17 @@ def test_every_shipped_preset_builds_and_validates():
         ("use_lfs", "True", ["lfs_dir"]),
         ("imag_starts", "0.0", ["imag_starts", "(0, 1]"]),
         ("imag_starts", "1.5", ["imag_starts", "(0, 1]"]),
+        ("ssm_type", "mimo2", ["ssm_type", "Closest: 'mimo'"]),
+        ("ssm.scan", "paralel", ["ssm.scan", "Closest: 'parallel'"]),
+        ("ssm.dropout", "1.0", ["ssm.dropout", "[0, 1)"]),
+        ("ssm_cell.n_blocks", "3", ["rssm.hidden", "ssm_cell.n_blocks", "divisible"]),
+        ("envs.parallel", "thread", ["envs.parallel", "'none'", "'process'"]),
+        ("batch_length", "100000", ["batch_length", "replay_size", "envs.amount"]),
     ],
 )
 def test_validation_names_the_bad_key_and_what_is_allowed(key, value, words):
     with pytest.raises(ConfigError) as error:
-        validate(build_config([], {key: [value]}))
+        validate(build_config(["debug"], {key: [value]}))
     for word in words:
         assert word in str(error.value)
 
@@ -175,13 +182,17 @@ def test_r2i_readme_commands_print_their_resolved_config(argv, expected, capsys)
         assert printed[key] == value, key
 
 
-def test_bad_input_exits_2_with_one_line_and_no_traceback():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "recall2imagine" / "train.py"), "--configs", "popgym", "--run.stepz", "5"],
-        capture_output=True, text=True, cwd=ROOT,
-    )
-    assert result.returncode == 2
-    assert "Unknown config key 'run.stepz'" in result.stderr and "run.steps" in result.stderr
+@pytest.mark.parametrize("args, words", [
+    (["--configs", "popgym", "--run.stepz", "5"], ["Unknown config key 'run.stepz'", "run.steps"]),
+    (["--configs", "debug", "--batch_length", "100000"], ["batch_length (100000)", "replay_size", "envs.amount"]),
+    (["--configs", "debug", "--logdir", "README.md"], ["README.md", "not a directory"]),
+], ids=["unknown-key", "batch-longer-than-replay", "logdir-is-a-file"])
+def test_bad_input_exits_2_with_one_message_and_no_traceback(args, words):
+    result = subprocess.run([sys.executable, str(ROOT / "recall2imagine" / "train.py"), *args],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2, result.stderr[-2000:]
+    for word in words:
+        assert word in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -190,3 +201,51 @@ def test_module_entry_point_prints_help_with_presets_and_keys():
                             cwd=ROOT)
     assert result.returncode == 0
     assert "mmaze" in result.stdout and "debug" in result.stdout and "batch_length" in result.stdout
+
+
+RESOLVED = json.loads((ROOT / "tests" / "data" / "resolved_configs.json").read_text())
+# Keys renamed since the fixture was recorded: old name -> new name (the old one still works).
+RENAMED = {"ssm.parallel": "ssm.scan"}
+
+
+@pytest.mark.parametrize("record", RESOLVED, ids=[" ".join(r["argv"]) or "defaults" for r in RESOLVED])
+def test_every_preset_and_r2i_command_resolves_as_recorded(record, capsys):
+    """The fixture holds --print_config of each preset, preset pair and R2I README command, as
+    recorded before configuration moved into the parts: the resolved values must not change."""
+    assert main(record["argv"] + ["--print_config"]) == 0
+    printed = Config.load_text(capsys.readouterr().out).flat()
+    expected = {RENAMED.get(key, key): value for key, value in record["resolved"].items()}
+    assert printed == expected
+
+
+def test_every_default_key_is_declared_by_exactly_one_part():
+    from recall2imagine.config import check_declared, declarations
+
+    check_declared(build_config([]).flat())
+    owners = declarations()["owners"]
+    assert owners["ssm.scan"] == "recall2imagine.cores" and owners["actor.units"] == "recall2imagine.behavior"
+    with pytest.raises(RuntimeError, match="undeclared \\['extra.key'\\]"):
+        check_declared({**build_config([]).flat(), "extra.key": 1})
+
+
+@pytest.mark.parametrize("value, mode", [("True", "parallel"), ("False", "sequential"), ("auto", "auto"),
+                                         ("sequential", "sequential")])
+def test_r2i_ssm_parallel_spelling_sets_the_scan_mode(value, mode):
+    assert validate(build_config([], {"ssm.parallel": [value]})).ssm.scan == mode
+
+
+def test_a_part_receives_its_own_slice_only():
+    import gymnasium as gym
+    import numpy as np
+
+    from recall2imagine import behavior, world_model
+    from recall2imagine.agent import Agent
+
+    config = validate(build_config(["debug"]))
+    agent = Agent(gym.spaces.Dict({"vector": gym.spaces.Box(-1, 1, (3,), np.float32)}), gym.spaces.Discrete(2),
+                  config)
+    assert set(agent.wm.config.flat()) == {k for options in world_model.SLICE for k in options}
+    assert set(agent.behavior.config.flat()) == set(behavior.OPTIONS)
+    assert "task" not in agent.wm.config and "run" not in agent.behavior.config
+    assert set(config.rssm.flat()) == {"deter", "units", "hidden", "stoch", "classes", "act", "norm", "initial",
+                                      "unimix", "action_clip"}

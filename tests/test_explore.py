@@ -9,7 +9,7 @@ import pytest
 
 from recall2imagine.agent import Agent
 from recall2imagine.config import ConfigError, build_config
-from recall2imagine.run import check_run_dir
+from recall2imagine.run import check_params
 
 SPACE = gym.spaces.Dict({"vector": gym.spaces.Box(-1, 1, (3,), np.float32)})
 ACTIONS = gym.spaces.Discrete(3)
@@ -97,15 +97,21 @@ def test_without_a_scale_there_is_no_ensemble():
     assert agent.explorer is None and "expl" not in agent.opts
 
 
+def resume(saved_overrides, overrides, logdir):
+    """Resumes a run saved with `saved_overrides` under `overrides`, as run.train checks it."""
+    saved, now = build_config(["debug"], saved_overrides), build_config(["debug"], overrides)
+    shapes = lambda config: Agent(SPACE, ACTIONS, config).param_shapes()
+    check_params(shapes(saved), shapes(now), logdir, saved, now, shapes)
+
+
 def test_turning_exploration_on_in_an_existing_logdir_is_refused(tmp_path):
-    check_run_dir(tmp_path, build_config(["debug"]))
-    with pytest.raises(ConfigError, match="expl.scale"):
-        check_run_dir(tmp_path, build_config(["debug"], {"expl.scale": 1.0}))
-    check_run_dir(tmp_path, build_config(["debug"], {"expl.units": 8}))  # off: its widths do not matter
+    with pytest.raises(ConfigError, match=r"(?s)params/expl/.*expl\.scale: saved 0\.0, now 1\.0"):
+        resume({}, {"expl.scale": 1.0}, tmp_path)
+    resume({}, {"expl.units": 8}, tmp_path)  # off: its widths build nothing
 
 
 def test_changing_the_ensemble_of_a_run_that_explores_is_refused(tmp_path):
-    check_run_dir(tmp_path, build_config(["debug"], {"expl.scale": 1.0}))
-    check_run_dir(tmp_path, build_config(["debug"], {"expl.scale": 3.0}))  # only the weight of the bonus
-    with pytest.raises(ConfigError, match="expl.units"):
-        check_run_dir(tmp_path, build_config(["debug"], {"expl.scale": 1.0, "expl.units": 8}))
+    resume({"expl.scale": 1.0}, {"expl.scale": 3.0}, tmp_path)  # only the weight of the bonus
+    with pytest.raises(ConfigError, match=r"(?s)params/expl/.*expl\.units: saved 16, now 8") as error:
+        resume({"expl.scale": 1.0}, {"expl.scale": 1.0, "expl.units": 8}, tmp_path)
+    assert "expl.scale" not in str(error.value)

@@ -119,7 +119,7 @@ def test_heads_zero_outscale_gives_zero_output_and_normal_std_in_bounds():
 
 
 def test_encoder_decoder_shapes_and_key_selection():
-    shapes = {"image": (16, 16, 3), "vector": (5,), "scalar": (), "reward": (), "is_first": ()}
+    shapes = {"image": (16, 16, 3), "vector": (5,), "scalar": ()}
     cnn, mlp = nets.select_keys(shapes, ".*", ".*")
     assert cnn == (("image", (16, 16, 3)),)
     assert mlp == (("scalar", ()), ("vector", (5,)))

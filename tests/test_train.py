@@ -85,7 +85,8 @@ def test_rerunning_the_same_command_resumes_without_a_second_prefill(tmaze_run, 
     logdir = tmp_path / "resume"
     shutil.copytree(tmaze_run, logdir)
     before = read_jsonl(logdir / "metrics.jsonl")[-1]
-    result = train(TMAZE + ["--run.steps", "600", "--logdir", str(logdir)])
+    # A key that changes neither a parameter nor what the run means: resuming is allowed.
+    result = train(TMAZE + ["--run.steps", "600", "--run.log_every", "7", "--logdir", str(logdir)])
     assert "Resuming" in result.stdout
     after = read_jsonl(logdir / "metrics.jsonl")[-1]
     assert after["step"] >= 600 and after["train/updates"] > before["train/updates"]
@@ -104,12 +105,22 @@ def test_rerunning_a_finished_run_and_saving_every_step_both_exit_cleanly(tmaze_
     assert "Finished" in result.stdout and last_checkpoint_step(logdir) >= steps + 40
 
 
-def test_a_different_model_in_the_same_logdir_is_refused_naming_the_keys(tmaze_run, tmp_path):
+def test_other_parameter_shapes_in_the_same_logdir_are_refused_naming_paths_and_keys(tmaze_run, tmp_path):
     logdir = tmp_path / "other"
     shutil.copytree(tmaze_run, logdir)
-    result = train(DEBUG + ["--rssm.deter", "48", "--task", "tmaze_passive_6", "--logdir", str(logdir)], check=False)
+    result = train(TMAZE + ["--rssm.deter", "48", "--logdir", str(logdir)], check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "params/wm/" in result.stderr and "(32," in result.stderr and "(48," in result.stderr
+    assert "rssm.deter: saved 32, now 48" in result.stderr and "--logdir" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_another_task_in_the_same_logdir_is_refused(tmaze_run, tmp_path):
+    logdir = tmp_path / "other_task"
+    shutil.copytree(tmaze_run, logdir)
+    result = train(DEBUG + ["--task", "tmaze_passive_6", "--logdir", str(logdir)], check=False)
     assert result.returncode == 2
-    assert "rssm.deter" in result.stderr and "task" in result.stderr and "--logdir" in result.stderr
+    assert "task: saved 'tmaze_passive_5', now 'tmaze_passive_6'" in result.stderr
     assert "Traceback" not in result.stderr
 
 

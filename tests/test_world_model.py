@@ -9,16 +9,20 @@ import pytest
 
 from recall2imagine.config import build_config
 from recall2imagine.optim import make_optimizer, ssm_labels
-from recall2imagine.world_model import WorldModel, features
+from recall2imagine.world_model import SLICE, WorldModel, WorldModelNet
 
-OBS_SHAPES = {"image": (8, 8, 3), "vector": (5,), "is_first": ()}
+OBS_SHAPES = {"image": (8, 8, 3), "vector": (5,)}
 B, T, A = 2, 6, 3
+
+
+def world_model(overrides, dtype=jnp.float32):
+    """A world model on its own config slice, as the agent builds it."""
+    return WorldModel(OBS_SHAPES, A, build_config(["debug"], overrides).part(*SLICE), dtype)
 
 
 @functools.lru_cache(maxsize=None)
 def make_world_model(ssm_type):
-    config = build_config(["debug"], {"ssm_type": ssm_type})
-    wm = WorldModel(OBS_SHAPES, A, config)
+    wm = world_model({"ssm_type": ssm_type})
     return wm, jax.jit(wm.init)(jax.random.PRNGKey(0))
 
 
@@ -83,13 +87,25 @@ def test_features_hidden_is_ssm_state_for_mimo_and_deter_for_gru():
     names = mimo.feature_names(["stoch", "hidden"])
     carry = busy_carry(mimo, params, "mimo")
     state = {"core": carry["core"], "stoch": carry["stoch"], "deter": jnp.zeros((B, 32))}
-    feats = features(state, names)
+    feats = mimo.features(state, names)
     layer = carry["core"][0]
     np.testing.assert_allclose(feats[:, 16:], np.concatenate([layer.real, layer.imag], -1))
-    gru = WorldModel(OBS_SHAPES, A, build_config(["debug"], {"ssm_type": "gru"}))
+    gru = world_model({"ssm_type": "gru"})
     assert gru.feature_names(["deter", "stoch", "hidden"]) == ("deter", "stoch")
-    with pytest.raises(ValueError, match="feature inputs"):
-        gru.feature_names(["deter", "memory"])
+
+
+def test_continuous_actions_outside_the_box_are_scaled_back_keeping_their_gradient():
+    wm, params = make_world_model("mimo")
+    stoch, first = jnp.zeros((1, 4, 4)), jnp.zeros((1,), bool)
+
+    def core_input(action):
+        return wm.net.apply(params, stoch, action, first, method=WorldModelNet.inputs).sum()
+
+    outside = jnp.array([[3.0, -0.2, 0.1]])
+    bounded = jnp.array([[1.0, -0.2, 0.1]])
+    np.testing.assert_allclose(core_input(outside), core_input(bounded), rtol=1e-6)
+    # Clipping would give a zero gradient for the first action dimension here.
+    assert abs(float(jax.grad(core_input)(outside)[0, 0])) > 1e-6
 
 
 def test_ssm_parameters_form_their_own_optimizer_group():
@@ -115,7 +131,7 @@ def test_ssm_parameters_form_their_own_optimizer_group():
 
 def test_bfloat16_compute_keeps_ssm_state_complex64_and_loss_close_to_float32():
     wm32, params = make_world_model("mimo")
-    wm16 = WorldModel(OBS_SHAPES, A, build_config(["debug"], {"jax.precision": "bfloat16"}))
+    wm16 = world_model({}, jnp.bfloat16)
     obs, action, is_first = sequence_data()
     data = {**obs, "action": action, "is_first": is_first | (np.arange(T) == 0),
             "reward": np.ones((B, T), np.float32), "is_terminal": np.zeros((B, T), bool)}
@@ -129,7 +145,7 @@ def test_bfloat16_compute_keeps_ssm_state_complex64_and_loss_close_to_float32():
 
 def test_ssm_dropout_applies_only_when_training():
     wm, params = make_world_model("mimo")
-    dropout = WorldModel(OBS_SHAPES, A, build_config(["debug"], {"ssm.dropout": 0.5}))
+    dropout = world_model({"ssm.dropout": 0.5})
     obs, action, is_first = sequence_data()
     embed = jax.jit(wm.encode)(params, obs)
     carry, key = wm.initial_carry(params, B), jax.random.PRNGKey(0)
