@@ -41,6 +41,8 @@ OPTIONS = {
     "run.steps": positive, "run.train_ratio": non_negative, "run.train_fill": non_negative,
     "run.log_every": non_negative, "run.save_every": non_negative, "run.eval_every": non_negative,
     "run.eval_eps": positive, "run.keep_ckpts": positive,
+    # Stop once greedy evaluation scores >= solved_score on solved_evals evaluations in a row (0: never).
+    "run.solved_score": ANY, "run.solved_evals": non_negative,
     "envs.amount": positive, "envs.parallel": one_of("none", "process"),
 }
 # Keys that change what a stored run means without changing a parameter shape: resuming
@@ -291,7 +293,8 @@ class Loop:
 
     def run(self) -> int:
         self.restore()
-        while self.counters["step"] < self.config.run.steps and not self.stop.requested:
+        while (self.counters["step"] < self.config.run.steps and not self.stop.requested
+               and not self.solved()):
             prefill = self.prefilling()
             self.act(prefill)
             if not prefill:
@@ -308,10 +311,12 @@ class Loop:
         restored = self.checkpoints.restore(fresh)
         if restored is None:
             self.state = fresh
-            self.counters = {"step": 0, "updates": 0, "credit": 0.0, "episodes": 0, "last_eval": 0}
+            self.counters = {"step": 0, "updates": 0, "credit": 0.0, "episodes": 0, "last_eval": 0,
+                             "solved_streak": 0}
             self.logger.message(f"Starting a new run in {self.logdir}")
         else:
             self.state, self.counters, _ = restored
+            self.counters.setdefault("solved_streak", 0)  # checkpoints written before the option
             self.logger.message(f"Resuming {self.logdir} at env step {self.counters['step']} "
                                 f"({self.counters['updates']} updates, {len(self.replay)} replay steps)")
         # The counters of the newest checkpoint (none for a new run): saving it again is a no-op.
@@ -394,9 +399,15 @@ class Loop:
         every, counters = self.config.run.eval_every, self.counters
         if every and counters["step"] - counters["last_eval"] >= every and counters["updates"] > 0:
             counters["last_eval"] = counters["step"]
-            self.logger.scalars(counters["step"], evaluate(
-                self.agent, self.state, self.config, self.config.run.eval_eps,
-                seed=self.config.seed + 10_000 + counters["episodes"]))
+            scores = evaluate(self.agent, self.state, self.config, self.config.run.eval_eps,
+                              seed=self.config.seed + 10_000 + counters["episodes"])
+            self.logger.scalars(counters["step"], scores)
+            at_target = scores["eval/episode/score"] >= self.config.run.solved_score
+            counters["solved_streak"] = counters["solved_streak"] + 1 if at_target else 0
+
+    def solved(self) -> bool:
+        needed = self.config.run.solved_evals
+        return needed > 0 and self.counters["solved_streak"] >= needed
 
     def log_if_due(self) -> None:
         if time.time() - self.window["t"] >= self.config.run.log_every:
@@ -423,7 +434,10 @@ class Loop:
         self.logger.progress(self.counters["step"])
         self.log_period()
         run, step = self.config.run, self.counters["step"]
-        if self.stop.requested:
+        if self.solved():
+            why = (f"Solved: greedy evaluation scored >= {run.solved_score:g} on {run.solved_evals} "
+                   f"evaluations in a row, at env step {step}")
+        elif self.stop.requested:
             why = f"Stopped by signal at env step {step}"
         else:
             why = f"Finished: the budget of run.steps = {run.steps} env steps is spent"

@@ -206,6 +206,8 @@ def test_module_entry_point_prints_help_with_presets_and_keys():
 RESOLVED = json.loads((ROOT / "tests" / "data" / "resolved_configs.json").read_text())
 # Keys renamed since the fixture was recorded: old name -> new name (the old one still works).
 RENAMED = {"ssm.parallel": "ssm.scan"}
+# Keys added since: key -> value in the presets that set it, else the default.
+ADDED = {"run.solved_score": {"tmaze": 0.95, None: 1.0}, "run.solved_evals": {"tmaze": 3, None: 0}}
 
 
 @pytest.mark.parametrize("record", RESOLVED, ids=[" ".join(r["argv"]) or "defaults" for r in RESOLVED])
@@ -215,6 +217,8 @@ def test_every_preset_and_r2i_command_resolves_as_recorded(record, capsys):
     assert main(record["argv"] + ["--print_config"]) == 0
     printed = Config.load_text(capsys.readouterr().out).flat()
     expected = {RENAMED.get(key, key): value for key, value in record["resolved"].items()}
+    for key, values in ADDED.items():
+        expected[key] = values["tmaze"] if "tmaze" in record["argv"] else values[None]
     assert printed == expected
 
 

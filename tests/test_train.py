@@ -124,6 +124,22 @@ def test_another_task_in_the_same_logdir_is_refused(tmaze_run, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_solved_run_stops_saying_so_and_rerunning_it_trains_no_further(tmaze_run, tmp_path):
+    logdir = tmp_path / "solved"
+    shutil.copytree(tmaze_run, logdir)
+    # Any score clears -10: two evaluations after the resume end the run long before run.steps.
+    args = TMAZE + ["--run.steps", "100000", "--run.eval_every", "40", "--run.solved_score", "-10",
+                    "--run.solved_evals", "2", "--logdir", str(logdir)]
+    result = train(args)
+    assert "Solved: greedy evaluation scored >= -10 on 2 evaluations in a row" in result.stdout
+    stopped = last_checkpoint_step(logdir)
+    assert 400 < stopped < 1000
+    result = train(args)
+    assert "Solved" in result.stdout and last_checkpoint_step(logdir) == stopped
+    result = train(TMAZE + ["--run.steps", str(stopped + 20), "--logdir", str(logdir)])
+    assert f"Finished: the budget of run.steps = {stopped + 20} env steps is spent" in result.stdout
+
+
 def test_a_popgym_debug_run_trains_and_logs_episodes(tmp_path):
     train(DEBUG + ["--task", "gym_popgym:popgym-RepeatPreviousEasy-v0", "--run.steps", "300",
                    "--logdir", str(tmp_path)])
