@@ -1,6 +1,8 @@
 """Disk-backed zarr replay buffer with crash-safe commits and a long-term-storage mirror.
 
     buffer = Replay(directory, capacity, chunk_size=1024, lfs_dir=None, prefetch=1)
+    reader = Replay(directory)        # reopen: adopts the stored capacity, chunk size,
+                                      # compression and keys (a passed value must match them)
     buffer.add(step, worker=0)        # staged in RAM; a full chunk is written and committed
     if buffer.can_sample(64):
         batch = buffer.sample(16, 64)  # dict key -> (16, 64, ...), committed steps only

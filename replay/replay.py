@@ -36,30 +36,51 @@ from replay.windows import WindowIndex
 # and (in lfs_dir) registered paths mirrored before the first replay commit.
 IGNORED_ENTRIES = {LOCK_NAME, FILENAME + ".tmp", PATHS_DIR}
 
+# Layout of a new replay when the caller passes none; a reopened one keeps its stored layout.
+DEFAULT_CHUNK_SIZE = 1024
+DEFAULT_COMPRESSION = "zstd"
+
 
 class Replay:
     """Ring buffer of steps from many worker streams, stored in `directory`.
 
+    The layout (capacity, chunk_size, compression, spec) is fixed when a replay is
+    created and stored in its directory. Reopening adopts the stored layout: a reader
+    needs only `Replay(directory)`. A layout argument left at None takes the stored
+    value (or, for a new replay, the default below); one that is passed must equal the
+    stored value, otherwise ReplayConfigError names the directory and both values.
+
     Args:
-      directory: fast storage directory; created if missing, reopened if it holds a replay.
+      directory: fast storage directory; created if missing, reopened if it holds a replay
+        (or if lfs_dir holds one, which is then restored into it).
       capacity: most steps kept; the oldest chunk is evicted first. Must be >= chunk_size.
-        Disk holds up to capacity + chunk_size steps (one spare slot).
+        Disk holds up to capacity + chunk_size steps (one spare slot). Required to create
+        a new replay (there is no default size); None on reopen adopts the stored one. It
+        cannot change on reopen: it sizes the stored arrays.
       chunk_size: steps per zarr chunk, the unit of writing, committing and eviction.
-      compression: "zstd", "lz4" (blosc) or "none".
+        None: stored value, or DEFAULT_CHUNK_SIZE (1024) for a new replay.
+      compression: "zstd", "lz4" (blosc) or "none". None: stored value, or
+        DEFAULT_COMPRESSION ("zstd") for a new replay.
       lfs_dir: optional long-term-storage directory mirrored in the background.
       prefetch: number of background sampling threads; 0 samples in the caller.
       seed: seeds sampling; None draws fresh entropy.
       fsync: fsync data and metadata on every commit (survives power loss, not only kills).
       lfs_every: chunks committed between background mirror rounds.
+      spec: step keys, as dict key -> (per-step shape, dtype) like the `spec` property.
+        None: stored spec, or fixed by the first `add` for a new replay. Passed for a new
+        replay, it fixes the keys now; for a stored one it must match.
 
     `restored` tells whether this open copied the replay back from lfs_dir. Writing
-    (add, flush, save, sync, close) is for one thread; sampling may overlap it.
+    (add, flush, save, sync, close) is for one thread; sampling may overlap it. The
+    adopted layout reads back as `capacity`, `chunk_size`, `compression` and `spec`.
     """
 
-    def __init__(self, directory, capacity: int, chunk_size: int = 1024, compression: str = "zstd",
-                 lfs_dir=None, prefetch: int = 1, seed=None, fsync: bool = True,
-                 lfs_every: int = 50):
+    def __init__(self, directory, capacity: int | None = None, chunk_size: int | None = None,
+                 compression: str | None = None, lfs_dir=None, prefetch: int = 1, seed=None,
+                 fsync: bool = True, lfs_every: int = 50, spec: dict | None = None):
         check_args(capacity, chunk_size, compression, prefetch, lfs_every)
+        layout = {"capacity": capacity, "chunk_size": chunk_size, "compression": compression,
+                  "spec": None if spec is None else Spec.from_layout(spec)}
         self.directory = Path(directory).expanduser().absolute()
         self.lfs_dir = None if lfs_dir is None else Path(lfs_dir).expanduser().absolute()
         if self.lfs_dir is not None and (
@@ -77,12 +98,12 @@ class Replay:
         self._mirror = None
         self._prefetcher = None
         try:
-            self._open(capacity, chunk_size, compression, prefetch, seed, lfs_every)
+            self._open(layout, prefetch, seed, lfs_every)
         except BaseException:
             self._release()
             raise
 
-    def _open(self, capacity, chunk_size, compression, prefetch, seed, lfs_every):
+    def _open(self, layout, prefetch, seed, lfs_every):
         for role, path in (("directory", self.directory), ("lfs_dir", self.lfs_dir)):
             if path is not None and path.exists() and not path.is_dir():
                 raise ReplayForeignDirectoryError(f"{role} {path} is a file, not a directory")
@@ -96,7 +117,7 @@ class Replay:
             self._locks.append(DirectoryLock(self.lfs_dir))
             lfs_state = read_directory(self.lfs_dir, "lfs_dir")
             if lfs_state is not None:
-                check_settings(lfs_state, self.lfs_dir, capacity, chunk_size, compression)
+                check_layout(lfs_state, self.lfs_dir, "lfs_dir ", layout)
                 if state is not None and state.replay_id != lfs_state.replay_id:
                     raise ReplayConfigError(
                         f"{self.directory} and lfs_dir {self.lfs_dir} hold different replays (ids "
@@ -106,22 +127,25 @@ class Replay:
                     restore(self.lfs_dir, self.directory, lfs_state, self._durable)
                     state, self.restored = lfs_state, True
         if state is None:
-            state = State(uuid.uuid4().hex, 0, capacity, chunk_size, compression, None, {}, (), 0)
+            state = new_state(self.directory, layout)
             write_state(self.directory, state, self._durable)
         if state.restoring:
             raise ReplayConfigError(
                 f"{self.directory} holds an interrupted restore from long-term storage; reopen "
                 "with the lfs_dir it was restored from"
             )
-        check_settings(state, self.directory, capacity, chunk_size, compression)
+        check_layout(state, self.directory, "", layout)
         self._state = state
         self._rwlock = ReadWriteLock()
         self._index = (None, None)
         self._storage = None
         self._stages = {}
         if state.spec is not None:
-            self._storage = Storage.open(self.directory, state.spec, chunk_size, state.num_slots)
+            self._storage = Storage.open(self.directory, state.spec, state.chunk_size,
+                                         state.num_slots)
             self._reload_partial_chunks()
+        elif layout["spec"] is not None:
+            self._fix_spec(layout["spec"])
         seeds = np.random.SeedSequence(seed)
         self._rng = np.random.default_rng(seeds.spawn(1)[0])
         if prefetch:
@@ -330,10 +354,25 @@ class Replay:
 
     @property
     def spec(self) -> dict | None:
-        """key -> (per-step shape, dtype), or None before the first add."""
+        """key -> (per-step shape, dtype), or None before the first add (or a passed spec)."""
         if self._state.spec is None:
             return None
-        return {key: (f.shape, f.dtype) for key, f in self._state.spec.fields.items()}
+        return self._state.spec.to_layout()
+
+    @property
+    def capacity(self) -> int:
+        """Most steps kept, as stored when the replay was created."""
+        return self._state.capacity
+
+    @property
+    def chunk_size(self) -> int:
+        """Steps per chunk, as stored when the replay was created."""
+        return self._state.chunk_size
+
+    @property
+    def compression(self) -> str:
+        """Codec of the stored arrays, as stored when the replay was created."""
+        return self._state.compression
 
     def stats(self) -> dict:
         """steps (stored now), steps_added, steps_committed, chunks, streams (worker -> steps
@@ -361,29 +400,62 @@ class Replay:
 
 
 def check_args(capacity, chunk_size, compression, prefetch, lfs_every):
+    """Check the arguments that were passed; None layout values are resolved later."""
     for name, value, low in (("capacity", capacity, 1), ("chunk_size", chunk_size, 1),
                              ("prefetch", prefetch, 0), ("lfs_every", lfs_every, 1)):
+        if value is None and name in ("capacity", "chunk_size"):
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ReplayConfigError(f"{name} must be an int >= {low}, got {value!r}")
-    if capacity < chunk_size:
-        raise ReplayConfigError(
-            f"capacity={capacity} is smaller than one chunk (chunk_size={chunk_size}); pass "
-            "capacity >= chunk_size or a smaller chunk_size"
-        )
-    if compression not in COMPRESSIONS:
+    if capacity is not None and chunk_size is not None:
+        check_fits(capacity, chunk_size, "")
+    if compression is not None and compression not in COMPRESSIONS:
         raise ReplayConfigError(f"compression={compression!r} is not one of {COMPRESSIONS}")
 
 
-def check_settings(state: State, where: Path, capacity, chunk_size, compression):
-    """A reopened replay keeps the settings it was created with."""
-    for name, stored, given in (("capacity", state.capacity, capacity),
-                                ("chunk_size", state.chunk_size, chunk_size),
-                                ("compression", state.compression, compression)):
-        if stored != given:
-            raise ReplayConfigError(
-                f"{where} holds a replay created with {name}={stored!r}, but {name}={given!r} "
-                "was passed; pass the original value or use a new directory"
-            )
+def check_fits(capacity, chunk_size, note):
+    if capacity < chunk_size:
+        raise ReplayConfigError(
+            f"capacity={capacity} is smaller than one chunk (chunk_size={chunk_size}{note}); pass "
+            "capacity >= chunk_size or a smaller chunk_size"
+        )
+
+
+def new_state(directory: Path, layout: dict) -> State:
+    """The first (empty) commit of a new replay: passed layout values, else the defaults."""
+    if layout["capacity"] is None:
+        raise ReplayConfigError(
+            f"{directory} holds no replay yet and capacity was not passed; pass capacity= (most "
+            "steps kept) to create one. Only reopening a stored replay adopts its capacity."
+        )
+    chunk_size = layout["chunk_size"]
+    if chunk_size is None:
+        chunk_size = DEFAULT_CHUNK_SIZE
+        check_fits(layout["capacity"], chunk_size, ", the default")
+    compression = layout["compression"] or DEFAULT_COMPRESSION
+    return State(uuid.uuid4().hex, 0, int(layout["capacity"]), int(chunk_size), compression,
+                 None, {}, (), 0)
+
+
+def check_layout(state: State, where: Path, role: str, layout: dict):
+    """A reopened replay keeps the layout it was created with: every passed value must equal
+    the stored one (None adopts it). All conflicts are reported in one ReplayConfigError."""
+    conflicts = []
+    for name, stored in (("capacity", state.capacity), ("chunk_size", state.chunk_size),
+                         ("compression", state.compression)):
+        given = layout[name]
+        if given is not None and given != stored:
+            conflicts.append(f"{name}={stored!r}, but {name}={given!r} was passed")
+    given_spec = layout["spec"]
+    if given_spec is not None and state.spec is not None and given_spec != state.spec:
+        conflicts.append(f"spec={state.spec.to_layout()!r}, but spec={given_spec.to_layout()!r} "
+                         "was passed")
+    if conflicts:
+        raise ReplayConfigError(
+            f"{role}{where} holds a replay created with " + "; and with ".join(conflicts)
+            + ". Omit these arguments to adopt the stored values, pass the stored ones, or use "
+            "a new directory"
+        )
 
 
 def read_directory(directory: Path, role: str) -> State | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from replay.errors import ReplayCorruptError, ReplayStepError
+from replay.errors import ReplayConfigError, ReplayCorruptError, ReplayStepError
 
 # Keys become zarr array names; zarr reserves a leading "__" and "/" nests groups.
 KEY_PATTERN = re.compile(r"^(?!__)[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -54,6 +54,37 @@ class Spec:
                 )
             fields[key] = Field(array.dtype, array.shape)
         return cls(fields)
+
+    @classmethod
+    def from_layout(cls, layout) -> "Spec":
+        """Spec declared by a caller: dict key -> (per-step shape, dtype), the form of
+        `Replay.spec`. Raises ReplayConfigError for anything a first step could not be."""
+        if not isinstance(layout, dict) or not layout:
+            raise ReplayConfigError(
+                f"spec must be a non-empty dict key -> (shape, dtype), got {layout!r}"
+            )
+        fields = {}
+        for key, entry in layout.items():
+            try:
+                check_key(key)
+                shape, dtype = entry
+                field = Field(np.dtype(dtype), tuple(int(n) for n in shape))
+            except (ReplayStepError, TypeError, ValueError) as error:
+                raise ReplayConfigError(
+                    f"spec[{key!r}] = {entry!r} is not a (shape, dtype) pair of a storable key "
+                    f"({error})"
+                ) from error
+            if field.dtype.kind not in ALLOWED_KINDS or any(n < 0 for n in field.shape):
+                raise ReplayConfigError(
+                    f"spec[{key!r}] = {entry!r}: dtype must be bool, integer or float and the "
+                    "shape non-negative"
+                )
+            fields[key] = field
+        return cls(fields)
+
+    def to_layout(self) -> dict:
+        """dict key -> (per-step shape, dtype), the inverse of from_layout."""
+        return {key: (f.shape, f.dtype) for key, f in self.fields.items()}
 
     def check(self, step) -> list:
         """Validate one step against the spec; returns its values in key order."""

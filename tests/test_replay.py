@@ -284,10 +284,110 @@ def test_directory_holding_something_else_is_rejected(tmp_path):
         replay.Replay(tmp_path / "json", capacity=64, chunk_size=16)
 
 
-def test_reopening_with_other_settings_is_rejected(make, tmp_path):
+# ---- reopening adopts the stored layout ------------------------------------------
+
+
+def reopen(directory, **kwargs):
+    """Open with only the non-layout arguments the fixture uses, plus `kwargs`."""
+    return replay.Replay(directory, **{"prefetch": 0, "seed": 0, "fsync": False, **kwargs})
+
+
+def test_reopening_without_layout_arguments_adopts_the_stored_layout(make, tmp_path):
+    buffer = make(capacity=64, chunk_size=8, compression="lz4", seed=5)
+    fill(buffer, streams=2, steps=30)
+    buffer.close()
+    with reopen(tmp_path / "fast", capacity=64, chunk_size=8, compression="lz4", seed=5) as explicit:
+        want = explicit.sample(16, 12)
+    with reopen(tmp_path / "fast", seed=5) as buffer:
+        assert (buffer.capacity, buffer.chunk_size, buffer.compression) == (64, 8, "lz4")
+        assert buffer.spec == {key: (np.shape(v), np.asarray(v).dtype)
+                               for key, v in tagged_step(0, 0).items()}
+        assert len(buffer) == 60 and buffer.stats()["chunks"] == 8
+        got = buffer.sample(16, 12)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        for row in range(16):
+            check_window(got, row)
+        fill(buffer, streams=2, steps=10, start=30)  # completes chunks of 8, evicts at 64
+        assert len(buffer) == 64 and buffer.stats()["chunks"] == 8
+        check_window(buffer.sample(4, 8), 0)
+
+
+def test_a_replay_reopened_before_its_first_step_keeps_its_compression(make, tmp_path):
+    make(capacity=64, chunk_size=16, compression="lz4").close()  # no step: no arrays yet
+    with reopen(tmp_path / "fast") as buffer:
+        fill(buffer, streams=1, steps=16)
+        codecs = buffer._storage.arrays["index"].compressors
+    assert len(codecs) == 1 and "lz4" in repr(codecs[0]), codecs
+
+
+def test_a_new_replay_takes_the_documented_defaults(tmp_path):
+    with reopen(tmp_path / "new", capacity=4096) as buffer:
+        assert (buffer.chunk_size, buffer.compression) == (1024, "zstd")
+        assert buffer.chunk_size == replay.replay.DEFAULT_CHUNK_SIZE
+    with pytest.raises(replay.ReplayConfigError, match=r"chunk_size=1024, the default"):
+        reopen(tmp_path / "small", capacity=100)
+    with pytest.raises(replay.ReplayConfigError, match=r"holds no replay yet and capacity was not passed"):
+        reopen(tmp_path / "none")
+
+
+@pytest.mark.parametrize("kwargs, stored, passed", [
+    ({"chunk_size": 8}, "chunk_size=16", "chunk_size=8"),
+    ({"capacity": 128}, "capacity=64", "capacity=128"),
+    ({"compression": "lz4"}, "compression='zstd'", "compression='lz4'"),
+    ({"capacity": 64, "chunk_size": 8}, "chunk_size=16", "chunk_size=8"),
+])
+def test_an_explicit_conflicting_layout_value_is_refused_naming_both(make, tmp_path, kwargs, stored,
+                                                                     passed):
+    buffer = make(capacity=64, chunk_size=16, compression="zstd")
+    fill(buffer, streams=1, steps=16)
+    buffer.close()
+    with pytest.raises(replay.ReplayError) as info:
+        reopen(tmp_path / "fast", **kwargs)
+    assert isinstance(info.value, replay.ReplayConfigError)
+    message = str(info.value)
+    assert str(tmp_path / "fast") in message
+    assert f"created with {stored}, but {passed} was passed" in message
+    assert "Omit these arguments to adopt the stored values" in message
+    with reopen(tmp_path / "fast") as buffer:  # the refused open changed nothing
+        assert (len(buffer), buffer.chunk_size, buffer.capacity) == (16, 16, 64)
+
+
+def test_every_conflict_is_named_in_one_message(make, tmp_path):
     make(capacity=64, chunk_size=16).close()
-    with pytest.raises(replay.ReplayConfigError, match="created with chunk_size=16, but chunk_size=8"):
-        replay.Replay(tmp_path / "fast", capacity=64, chunk_size=8)
+    with pytest.raises(replay.ReplayConfigError,
+                       match=r"capacity=64, but capacity=32 was passed; and with chunk_size=16, but "
+                             r"chunk_size=8 was passed"):
+        reopen(tmp_path / "fast", capacity=32, chunk_size=8)
+
+
+def test_explicit_values_that_match_the_stored_layout_are_accepted(make, tmp_path):
+    buffer = make(capacity=64, chunk_size=16, compression="lz4")
+    fill(buffer, streams=1, steps=20)
+    buffer.close()
+    for kwargs in ({"chunk_size": 16}, {"compression": "lz4"}, {"capacity": 64},
+                   {"capacity": 64, "chunk_size": 16, "compression": "lz4"}):
+        with reopen(tmp_path / "fast", **kwargs) as buffer:
+            assert buffer.steps_committed == 20 and buffer.chunk_size == 16
+            check_window(buffer.sample(4, 20), 0)
+
+
+def test_a_declared_spec_fixes_the_keys_and_must_match_on_reopen(tmp_path):
+    spec = {key: (np.shape(v), np.asarray(v).dtype) for key, v in tagged_step(0, 0).items()}
+    with reopen(tmp_path / "r", capacity=64, chunk_size=16, spec=spec) as buffer:
+        assert buffer.spec == spec  # fixed before any step
+        step = tagged_step(0, 0)
+        step.pop("reward")
+        with pytest.raises(replay.ReplayStepError, match=r"missing \['reward'\]"):
+            buffer.add(step)
+        fill(buffer, streams=1, steps=16)
+    with reopen(tmp_path / "r", spec=spec) as buffer:
+        assert len(buffer) == 16
+    other = {**spec, "reward": ((), np.dtype(np.float64))}
+    with pytest.raises(replay.ReplayConfigError, match=r"created with spec=.*but spec=.*float64"):
+        reopen(tmp_path / "r", spec=other)
+    with pytest.raises(replay.ReplayConfigError, match=r"spec\['bad/key'\]"):
+        reopen(tmp_path / "s", capacity=64, spec={"bad/key": ((), np.float32)})
 
 
 def test_a_directory_opens_once_at_a_time(make):

@@ -57,6 +57,23 @@ def test_deleting_the_fast_directory_restores_it_and_registered_paths_from_lfs_d
             check_window(batch, row)
 
 
+def test_restoring_without_layout_arguments_adopts_the_layout_stored_in_lfs_dir(tmp_path):
+    fast, lfs = tmp_path / "fast", tmp_path / "lfs"
+    with open_replay(fast, lfs_dir=lfs, capacity=64, chunk_size=8, compression="lz4") as buffer:
+        fill(buffer, streams=2, steps=20)
+        buffer.flush()
+        before = stored_contents(buffer)
+    shutil.rmtree(fast)
+    with pytest.raises(replay.ReplayConfigError, match=rf"lfs_dir {lfs} holds a replay created with "
+                                                       r"chunk_size=8, but chunk_size=16 was passed"):
+        replay.Replay(fast, chunk_size=16, lfs_dir=lfs, prefetch=0)
+    with replay.Replay(fast, lfs_dir=lfs, prefetch=0, fsync=False) as buffer:
+        assert buffer.restored
+        assert (buffer.capacity, buffer.chunk_size, buffer.compression) == (64, 8, "lz4")
+        assert_same_contents(stored_contents(buffer), before)
+        check_window(buffer.sample(4, 20), 0)
+
+
 def test_a_fast_directory_older_than_lfs_dir_is_replaced(tmp_path):
     fast, lfs = tmp_path / "fast", tmp_path / "lfs"
     with open_replay(fast, lfs_dir=lfs) as buffer:
