@@ -6,29 +6,26 @@ dm_control target check and the vectorised one (``fast_targets``). For gymnasium
 ids the bare ``gymnasium.make`` env is timed too, to show the wrappers' cost.
 CPU seconds are reported next to wall seconds because the CPU may be shared.
 
-    python -m benchmarks.env_speed [--steps 20000] [--maze-steps 400]
+    python -m benchmarks.env_speed [--steps 20000] [--maze-steps 400] [--out DIR]
 
-Writes benchmarks/results/env_speed.json and env_speed.csv.
+Writes env_speed.json and env_speed.csv to benchmarks/results/ (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import gymnasium
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import gymnasium  # noqa: E402
 
-import env_wrappers
+import env_wrappers  # noqa: E402
+from benchmarks.common import RESULTS, run_metadata, write_record  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ("gymnasium", "popgym", "memory-maze", "dm-control", "mujoco", "bsuite", "numpy")
 
 FAST_TASKS = (
@@ -101,14 +98,10 @@ def run(steps: int, maze_steps: int) -> list[dict]:
 
 def metadata(args) -> dict:
     return {
-        "command": " ".join([os.path.relpath(sys.executable), "-m", "benchmarks.env_speed", *sys.argv[1:]]),
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        **run_metadata(["command", "date_utc", "python", "platform", "cpu_count",
+                        "load_average_at_start"], module="benchmarks.env_speed"),
         "mujoco_gl": os.environ.get("MUJOCO_GL", "egl (env_wrappers default)"),
-        "versions": {name: importlib.metadata.version(name) for name in PACKAGES},
+        **run_metadata(["versions"], packages=PACKAGES),
         "steps": args.steps, "maze_steps": args.maze_steps,
         "note": "CPU shared with other jobs while measuring; steps_per_cpu_s is the steadier figure.",
     }
@@ -118,19 +111,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20_000, help="steps per non-maze task")
     parser.add_argument("--maze-steps", type=int, default=400, help="steps per Memory Maze variant")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the result files")
     args = parser.parse_args()
     meta = metadata(args)
     rows = run(args.steps, args.maze_steps)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "env_speed.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     columns = ["task", "variant", "steps", "wall_s", "cpu_s", "steps_per_s", "steps_per_cpu_s",
                "bare_steps_per_s", "bare_steps_per_cpu_s", "first_reset_s", "episodes_ended", "mean_reset_s", "total_cpu_s"]
-    with open(RESULTS / "env_speed.csv", "w", newline="") as file:
-        for key, value in meta.items():
-            file.write(f"# {key}: {json.dumps(value)}\n")
-        writer = csv.DictWriter(file, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_record(args.out / "env_speed", {"meta": meta, "results": rows}, rows, columns,
+                 comments=[f"{key}: {json.dumps(value)}" for key, value in meta.items()])
 
 
 if __name__ == "__main__":

@@ -11,26 +11,21 @@ command, date, versions and machine in benchmarks/results/imag_starts.{json,csv}
 """
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import gymnasium as gym  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.common import RESULTS, timed, write_record  # noqa: E402
+from benchmarks.train_step import ACTIONS, agent_metadata, synthetic_batch, widths  # noqa: E402
 from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
-from train_step import synthetic_batch, timed, write_record  # noqa: E402
-
-ACTIONS = 4
 
 
 def parse_args():
@@ -39,7 +34,7 @@ def parse_args():
     parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.125])
     parser.add_argument("--obs-dim", type=int, default=2, help="vector observation width")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per fraction")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "imag_starts"))
+    parser.add_argument("--out", default=str(RESULTS / "imag_starts"))
     return parser.parse_args()
 
 
@@ -69,16 +64,8 @@ def main():
     full = next((r for r in rows if r["imag_starts"] == 1.0), None)
     for row in rows:
         row["speedup_vs_all"] = full["train_step_s"] / row["train_step_s"] if full else None
-    record = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"python": platform.python_version(), "jax": jax.__version__, "numpy": np.__version__},
-        "backend": jax.default_backend(), "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
-        "processor": platform.processor() or platform.machine(),
-        "widths": {"presets": args.presets, "rssm": config.rssm.to_dict(), "ssm.n_layers": config.ssm.n_layers,
-                   "mlp": f"{config.actor.layers} x {config.actor.units}", "imag_horizon": config.imag_horizon,
-                   "obs": f"vector {args.obs_dim}", "actions": f"discrete {ACTIONS}"},
-        "results": rows}
+    record = {**agent_metadata(["python", "jax", "numpy"]),
+              "widths": widths(config, args.presets, args.obs_dim), "results": rows}
     write_record(args.out, record, rows)
 
 

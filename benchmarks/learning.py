@@ -21,17 +21,16 @@ and a PNG of the curve next to it. The run directory is kept under
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS, run_metadata, write_record  # noqa: E402
 
 TASKS = {
     "tmaze": {"configs": ["cpu", "tmaze"], "task": "tmaze_passive_50", "target": 0.95, "measure": "eval",
@@ -122,15 +121,13 @@ def main(argv=None) -> int:
         "window_episodes": args.window, "episodes": len(scores), "env_steps": scores[-1]["step"] if scores else 0,
         "wall_seconds": round(time.time() - start, 1), "budget_minutes": args.minutes,
         "resumed_at_env_step": earlier[-1]["step"] if earlier else 0, "resumed_at_episode": len(earlier),
-        "command": "python benchmarks/learning.py " + " ".join(given),
+        **run_metadata(["command"], argv=["benchmarks/learning.py", *given]),
         "train_command": " ".join(command[1:]).replace(str(ROOT) + "/", ""),
-        "date": datetime.date.today().isoformat(), "cpus": os.cpu_count(), "machine": platform.machine(),
+        **run_metadata(["date", "cpus", "machine"]),
         "exit_status": process.returncode, "stderr_tail": stderr[-1500:] if process.returncode else "",
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"learning_{label}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_record(RESULTS / f"learning_{label}", result)
     if scores:
-        sys.path.insert(0, str(ROOT))
         from recall2imagine.plot import plot_runs
 
         plot_runs([logdir], RESULTS / f"learning_{label}.png", title=f"{spec['task']}\n{spec['note']}")

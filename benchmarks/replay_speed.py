@@ -11,11 +11,8 @@ RSS is the VmHWM high-water mark (ru_maxrss off Linux) of a fresh subprocess per
 """
 
 import argparse
-import csv
-import datetime
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -27,12 +24,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import numcodecs  # noqa: E402
-import zarr  # noqa: E402
-
 import replay  # noqa: E402
+from benchmarks.common import RESULTS, run_metadata, versions, write_record  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 EPISODE = 500
 
 
@@ -152,16 +146,9 @@ def measure_rss(root: Path, steps: int) -> dict:
 
 def environment(argv) -> dict:
     return {
-        "command": " ".join([Path(sys.executable).name, *argv]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "zarr": zarr.__version__,
-        "numcodecs": numcodecs.__version__,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+        **run_metadata(["command", "date", "python"], argv=argv),
+        **versions(["numpy", "zarr", "numcodecs"]),
+        **run_metadata(["platform", "cpu_count", "cpus_usable", "load_average_at_start"]),
         "note": "CPU shared with other jobs during the run; one worker stream; synthetic frames",
     }
 
@@ -205,18 +192,10 @@ def main():
     print(f"process CPU share {info['cpu_share']} cores over {wall:.0f} s wall")
     if args.quick:
         return
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "replay_speed.json").write_text(
-        json.dumps({**info, "throughput": rows, "peak_rss": rss}, indent=2) + "\n")
-    with open(RESULTS / "replay_speed.csv", "w", newline="") as handle:
-        for key in ("command", "date", "python", "numpy", "zarr", "cpu_count", "cpu_share", "note"):
-            handle.write(f"# {key}: {info[key]}\n")
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        for entry in rss:
-            handle.write(f"# peak_rss steps={entry['steps']} mib={entry['peak_rss_mib']}\n")
-    print(f"wrote {RESULTS / 'replay_speed.json'} and .csv")
+    keys = ("command", "date", "python", "numpy", "zarr", "cpu_count", "cpu_share", "note")
+    write_record(RESULTS / "replay_speed", {**info, "throughput": rows, "peak_rss": rss}, rows,
+                 comments=[f"{key}: {info[key]}" for key in keys],
+                 footer=[f"peak_rss steps={e['steps']} mib={e['peak_rss_mib']}" for e in rss])
 
 
 if __name__ == "__main__":

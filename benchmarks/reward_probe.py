@@ -31,9 +31,6 @@ Results go to benchmarks/results/reward_probe_<name or rule>.json with the comma
 """
 
 import argparse
-import datetime
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -46,6 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from benchmarks.common import RESULTS, run_metadata, write_record  # noqa: E402
 from env_wrappers import make_vector  # noqa: E402
 from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
@@ -164,15 +162,10 @@ def main():
                         for k in history[-1] if k.startswith(("loss/", "reward/", "model/"))})
             curve.append(row)
             print(row, flush=True)
-    record = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "task": args.task, "rule": args.rule,
-              "policy": args.policy,
+    record = {**run_metadata(["command"]), "task": args.task, "rule": args.rule, "policy": args.policy,
               "presets": args.presets, "overrides": args.set, "batch": [batch, length],
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "jax": jax.__version__, "backend": jax.default_backend(), "machine": platform.machine(),
-              "curve": curve}
-    out = ROOT / "benchmarks" / "results" / f"reward_probe_{args.name or args.rule}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+              **run_metadata(["date", "jax", "backend", "machine"]), "curve": curve}
+    write_record(RESULTS / f"reward_probe_{args.name or args.rule}", record)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,7 @@ and writes CSV and JSON with the command and environment to benchmarks/results/.
 """
 
 import argparse
-import csv
-import datetime
-import json
-import os
 import pathlib
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -26,8 +20,8 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import ssm  # noqa: E402  (repository root on the path for a plain script run)
+from benchmarks.common import RESULTS, load_average, run_metadata, timed, write_record  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 FIELDS = ["model", "pass", "T", "batch", "width", "first_call_s", "median_s", "min_s",
           "repeats", "ms_per_step"]
 
@@ -91,19 +85,6 @@ def gru_functions(width):
     return init, jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 1)))
 
 
-def timed(fn, args, repeats):
-    """(seconds of the first call, compilation included; [seconds of later calls])."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return first, times
-
-
 def row(model, pass_name, steps, args, first, times):
     median = statistics.median(times)
     return {"model": model, "pass": pass_name, "T": steps, "batch": args.batch,
@@ -120,13 +101,13 @@ def benchmark(args):
         a, b, reset, x0 = scan_problem(key, steps, args.batch, args.state, args.reset_rate)
         for mode in ("sequential", "parallel"):
             for pass_name, fn in zip(("forward", "forward+backward"), scan_functions(mode)):
-                first, times = timed(fn, (a, b, reset, x0), args.repeats)
+                first, times = timed(lambda i: fn(a, b, reset, x0), args.repeats)
                 rows.append(row(f"scan-{mode}", pass_name, steps, args, first, times))
                 print_row(rows[-1])
         inputs = jax.random.normal(key, (steps, args.batch, args.state))
         params = gru_init(key, inputs)
         for pass_name, fn in zip(("forward", "forward+backward"), gru_passes):
-            first, times = timed(fn, (params, inputs, reset), args.repeats)
+            first, times = timed(lambda i: fn(params, inputs, reset), args.repeats)
             rows.append(row("gru", pass_name, steps, args, first, times))
             print_row(rows[-1])
     return rows
@@ -153,15 +134,8 @@ def print_table(rows):
 
 def environment(args):
     return {
-        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "jax_version": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [d.device_kind for d in jax.devices()],
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        **run_metadata(["command", "date", "jax_version", "backend", "devices", "cpu_count",
+                        "load_average_at_start", "platform", "python"]),
         "batch": args.batch,
         "state": args.state,
         "repeats": args.repeats,
@@ -176,19 +150,12 @@ def environment(args):
 
 
 def write(rows, meta, out):
-    out.mkdir(parents=True, exist_ok=True)
     # Accelerator runs get their own files so they never overwrite the CPU record.
     stem = "scan_speed" if meta["backend"] == "cpu" else f"scan_speed_{meta['backend']}"
-    csv_path, json_path = out / f"{stem}.csv", out / f"{stem}.json"
-    with open(csv_path, "w", newline="") as f:
-        f.write(f"# {meta['command']} | {meta['date']} | jax {meta['jax_version']} | "
-                f"{meta['backend']} | {meta['cpu_count']} cpus\n")
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(json_path, "w") as f:
-        json.dump({"environment": meta, "results": rows}, f, indent=1)
-    print(f"\nwrote {csv_path} and {json_path}")
+    summary = (f"{meta['command']} | {meta['date']} | jax {meta['jax_version']} | "
+               f"{meta['backend']} | {meta['cpu_count']} cpus")
+    print()
+    write_record(out / stem, {"environment": meta, "results": rows}, rows, FIELDS, [summary])
 
 
 def main():
@@ -197,7 +164,7 @@ def main():
     start = time.perf_counter()
     rows = benchmark(args)
     meta["total_seconds"] = round(time.perf_counter() - start, 1)
-    meta["load_average_at_end"] = os.getloadavg()
+    meta["load_average_at_end"] = load_average()
     print_table(rows)
     write(rows, meta, args.out)
 

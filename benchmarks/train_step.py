@@ -11,26 +11,18 @@ benchmarks/results/train_step.{json,csv}.
 """
 
 import argparse
-import csv
-import datetime
-import json
-import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import flax  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import jax  # noqa: E402
-import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
+from benchmarks.common import RESULTS, run_metadata, timed, write_record  # noqa: E402
 from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
 
@@ -47,7 +39,7 @@ def parse_args():
                         help="config presets fixing the widths (same for mimo and gru)")
     parser.add_argument("--scan", default="auto", choices=["auto", "parallel", "sequential"],
                         help="ssm.parallel for mimo")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step"))
+    parser.add_argument("--out", default=str(RESULTS / "train_step"))
     args = parser.parse_args()
     args.lengths = args.lengths or ([64, 256] if args.quick else [64, 256, 1024])
     args.steps = args.steps or (2 if args.quick else 5)
@@ -64,19 +56,6 @@ def synthetic_batch(batch, length, seed=0):
             "reward": rng.normal(size=(batch, length)).astype(np.float32),
             "is_first": is_first, "is_last": np.zeros((batch, length), bool),
             "is_terminal": np.zeros((batch, length), bool)}
-
-
-def timed(fn, steps):
-    """(first call seconds incl. compile, [seconds of each later call])."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn(0))
-    first = time.perf_counter() - start
-    times = []
-    for i in range(1, steps + 1):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(i))
-        times.append(time.perf_counter() - start)
-    return first, times
 
 
 def measure(ssm_type, length, args):
@@ -115,33 +94,25 @@ def main():
               f"world-model grad x{ratios[-1]['wm_grad_gru_over_mimo']:.2f}")
     config = build_config(args.presets)
     record = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"python": platform.python_version(), "jax": jax.__version__,
-                     "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-                     "optax": optax.__version__, "numpy": np.__version__},
-        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-        "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
-        "processor": platform.processor() or platform.machine(),
-        "widths": {"presets": args.presets, "rssm": config.rssm.to_dict(),
-                   "ssm.n_layers": config.ssm.n_layers, "ssm.parallel": args.scan,
-                   "mlp": f"{config.actor.layers} x {config.actor.units}",
-                   "imag_horizon": config.imag_horizon, "obs": f"vector {OBS_DIM}",
-                   "actions": f"discrete {ACTIONS}"},
+        **agent_metadata(["python", "jax", "jaxlib", "flax", "optax", "numpy"], devices=True),
+        "widths": widths(config, args.presets, OBS_DIM, **{"ssm.parallel": args.scan}),
         "results": rows, "ratios": ratios}
     write_record(args.out, record, rows)
 
 
-def write_record(out, record, rows):
-    """Writes `record` as <out>.json and its result `rows` as <out>.csv."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    with out.with_suffix(".csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.csv')}")
+def agent_metadata(packages, devices=False):
+    """The metadata of an agent train-step record (this script's and imag_starts.py's)."""
+    names = ["command", "date", "versions", "backend", *(["devices"] if devices else []),
+             "cpu_count", "load_average", "processor"]
+    return run_metadata(names, packages=packages)
+
+
+def widths(config, presets, obs_dim, **settings):
+    """The sizes a train-step time depends on (and `settings`), as recorded next to it."""
+    return {"presets": presets, "rssm": config.rssm.to_dict(), "ssm.n_layers": config.ssm.n_layers,
+            **settings, "mlp": f"{config.actor.layers} x {config.actor.units}",
+            "imag_horizon": config.imag_horizon, "obs": f"vector {obs_dim}",
+            "actions": f"discrete {ACTIONS}"}
 
 
 if __name__ == "__main__":

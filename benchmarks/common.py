@@ -1,0 +1,137 @@
+"""What every benchmark script shares: one timing helper and one way to record results.
+
+    from benchmarks.common import RESULTS, run_metadata, timed, write_record
+
+    first, times = timed(lambda i: step(i), repeats=5)  # first call (compile) and 5 more
+    meta = run_metadata(["command", "date", "versions", "cpu_count"], packages=["python", "jax"])
+    write_record(RESULTS / "name", {"meta": meta, "results": rows}, rows, comments=[...])
+
+`run_metadata` measures each fact one way (the command, the UTC date, versions, the
+machine) while every script keeps the key names and order its records always had.
+"""
+
+import csv
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed(fn, repeats: int):
+    """Times `fn(i)`: (seconds of the first call fn(0), compilation included, [seconds of each
+    of fn(1) .. fn(repeats)]). A JAX result is waited for before the clock stops."""
+
+    def call(i):
+        start = time.perf_counter()
+        result = fn(i)
+        if "jax" in sys.modules:  # dispatch is asynchronous: wait for the values
+            sys.modules["jax"].block_until_ready(result)
+        return time.perf_counter() - start
+
+    first = call(0)
+    return first, [call(i) for i in range(1, repeats + 1)]
+
+
+def command(argv=None, module: str | None = None) -> str:
+    """The command line that ran this process (`python <script> <args>`, or `python -m module
+    <args>`), quoted so that it can be pasted back into a shell."""
+    argv = list(sys.argv if argv is None else argv)
+    words = ["-m", module, *argv[1:]] if module else argv
+    return shlex.join([Path(sys.executable).name, *words])
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def load_average() -> list:
+    """1, 5 and 15 minute load averages: how busy the (possibly shared) CPU was."""
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def versions(packages) -> dict:
+    """Each installed distribution's version by name ("python": the interpreter's)."""
+    return {name: platform.python_version() if name == "python" else importlib.metadata.version(name)
+            for name in packages}
+
+
+def _jax():
+    import jax
+
+    return jax
+
+
+# One way to measure each fact; a few have two names, as the records have always used both.
+FACTS = {
+    "command": None,  # filled by run_metadata (needs argv and module)
+    "date": utc_now,
+    "date_utc": utc_now,
+    "python": platform.python_version,
+    "platform": platform.platform,
+    "processor": lambda: platform.processor() or platform.machine(),
+    "machine": platform.machine,
+    "cpu_count": os.cpu_count,
+    "cpus": os.cpu_count,
+    "cpus_usable": lambda: len(os.sched_getaffinity(0)),
+    "load_average": load_average,
+    "load_average_at_start": load_average,
+    "jax": lambda: _jax().__version__,
+    "jax_version": lambda: _jax().__version__,
+    "backend": lambda: _jax().default_backend(),
+    "devices": lambda: [d.device_kind for d in _jax().devices()],
+    "versions": None,  # filled by run_metadata (needs packages)
+}
+
+
+def run_metadata(fields, packages=(), argv=None, module: str | None = None) -> dict:
+    """The run's metadata under the names in `fields`, in that order (see FACTS). "versions"
+    is `versions(packages)`; "command" is `command(argv, module)`."""
+    unknown = [name for name in fields if name not in FACTS]
+    if unknown:
+        raise KeyError(f"unknown metadata fields {unknown}; known: {sorted(FACTS)}")
+    meta = {}
+    for name in fields:
+        if name == "command":
+            meta[name] = command(argv, module)
+        elif name == "versions":
+            meta[name] = versions(packages)
+        else:
+            meta[name] = FACTS[name]()
+    return meta
+
+
+def write_record(stem, record: dict, rows=None, columns=None, comments=(), footer=()) -> list:
+    """Writes `record` as <stem>.json and, given `rows`, those rows as <stem>.csv.
+
+    The CSV starts with one `# line` per entry of `comments` (the metadata a reader of the
+    CSV alone needs), then a header of `columns` (default: the first row's keys; a row
+    lacking a column leaves it empty), the rows, and one `# line` per entry of `footer`.
+    Returns the paths written and prints them.
+    """
+    stem = Path(stem)
+    if stem.suffix in (".json", ".csv"):
+        stem = stem.with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    json_path = stem.with_name(stem.name + ".json")
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    written = [json_path]
+    if rows:
+        csv_path = stem.with_name(stem.name + ".csv")
+        with open(csv_path, "w", newline="") as handle:
+            for line in comments:
+                handle.write(f"# {line}\n")
+            writer = csv.DictWriter(handle, fieldnames=list(columns or rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+            for line in footer:
+                handle.write(f"# {line}\n")
+        written.append(csv_path)
+    print("wrote " + " and ".join(str(path) for path in written), flush=True)
+    return written
