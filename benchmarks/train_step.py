@@ -1,13 +1,14 @@
-"""Train-step wall time of the R2I agent: S5 world model (`mimo`) vs the GRU RSSM (`gru`).
+"""Train-step wall time of the R2I agent per sequence core: S5 (`mimo`), GRU RSSM (`gru`), HCAM (`hcam`).
 
-Same widths for both (the `cpu` preset sizes by default), a synthetic vector-observation
+Same widths for all (the `cpu` preset sizes by default), a synthetic vector-observation
 batch, sequence lengths 64, 256 and 1024. For each it times the full update (world model
 + actor-critic, `Agent.train`) and the world-model gradient alone, reports medians, and
-records the gru/mimo ratio with the exact command, date, versions and machine in
+records each core's time over mimo's with the exact command, date, versions and machine in
 benchmarks/results/train_step.{json,csv}.
 
     python benchmarks/train_step.py            # lengths 64 256 1024, 5 timed steps each
     python benchmarks/train_step.py --quick    # lengths 64 256, 2 timed steps
+    python benchmarks/train_step.py --cores mimo gru   # a subset of the cores
 """
 
 import argparse
@@ -38,7 +39,9 @@ def parse_args():
     parser.add_argument("--presets", nargs="+", default=["cpu"],
                         help="config presets fixing the widths (same for mimo and gru)")
     parser.add_argument("--scan", default="auto", choices=["auto", "parallel", "sequential"],
-                        help="ssm.parallel for mimo")
+                        help="ssm.scan for mimo")
+    parser.add_argument("--cores", nargs="+", default=["mimo", "gru", "hcam"],
+                        choices=["mimo", "gru", "hcam"], help="ssm_type values to time (mimo first)")
     parser.add_argument("--out", default=str(RESULTS / "train_step"))
     args = parser.parse_args()
     args.lengths = args.lengths or ([64, 256] if args.quick else [64, 256, 1024])
@@ -59,7 +62,7 @@ def synthetic_batch(batch, length, seed=0):
 
 
 def measure(ssm_type, length, args):
-    config = build_config(args.presets, {"ssm_type": ssm_type, "ssm.parallel": args.scan,
+    config = build_config(args.presets, {"ssm_type": ssm_type, "ssm.scan": args.scan,
                                          "batch_size": args.batch, "batch_length": length})
     obs_space = gym.spaces.Dict({"vector": gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)})
     agent = Agent(obs_space, gym.spaces.Discrete(ACTIONS), config)
@@ -82,20 +85,24 @@ def measure(ssm_type, length, args):
 
 def main():
     args = parse_args()
-    rows = [measure(t, length, args) for length in args.lengths for t in ("mimo", "gru")]
+    rows = [measure(t, length, args) for length in args.lengths for t in args.cores]
     ratios = []
     for length in args.lengths:
-        mimo, gru = [next(r for r in rows if r["ssm_type"] == t and r["batch_length"] == length)
-                     for t in ("mimo", "gru")]
-        ratios.append({"batch_length": length,
-                       "train_gru_over_mimo": gru["train_step_s"] / mimo["train_step_s"],
-                       "wm_grad_gru_over_mimo": gru["wm_grad_s"] / mimo["wm_grad_s"]})
-        print(f"T={length:5d}  gru/mimo: train step x{ratios[-1]['train_gru_over_mimo']:.2f}, "
-              f"world-model grad x{ratios[-1]['wm_grad_gru_over_mimo']:.2f}")
+        row = {r["ssm_type"]: r for r in rows if r["batch_length"] == length}
+        if "mimo" not in row:
+            continue
+        ratio = {"batch_length": length}
+        for core in (c for c in args.cores if c != "mimo"):
+            ratio[f"train_{core}_over_mimo"] = row[core]["train_step_s"] / row["mimo"]["train_step_s"]
+            ratio[f"wm_grad_{core}_over_mimo"] = row[core]["wm_grad_s"] / row["mimo"]["wm_grad_s"]
+            print(f"T={length:5d}  {core}/mimo: train step x{ratio[f'train_{core}_over_mimo']:.2f}, "
+                  f"world-model grad x{ratio[f'wm_grad_{core}_over_mimo']:.2f}")
+        ratios.append(ratio)
     config = build_config(args.presets)
     record = {
         **agent_metadata(["python", "jax", "jaxlib", "flax", "optax", "numpy"], devices=True),
-        "widths": widths(config, args.presets, OBS_DIM, **{"ssm.parallel": args.scan}),
+        "widths": widths(config, args.presets, OBS_DIM, **{"ssm.scan": args.scan},
+                         hcam=config.hcam.to_dict()),
         "results": rows, "ratios": ratios}
     write_record(args.out, record, rows)
 

@@ -211,7 +211,10 @@ class Agent:
         wm_params, opt_wm = self._apply("wm", grads, params["wm"], opt["wm"], metrics)
         metrics.update(wm_metrics)
 
-        start = sg(imagination_starts(outs, batch["is_terminal"], self.config.imag_starts, start_key))
+        length = batch["is_first"].shape[1]
+        core_at = lambda core, index: self.wm.core_states(wm_params, core, index, length)
+        start = sg(imagination_starts(outs, batch["is_terminal"], self.config.imag_starts, start_key,
+                                      core_at))
         expl_params = None
         if self.explorer is not None:
             (_, expl_metrics), grads = jax.value_and_grad(self.explorer.loss, has_aux=True)(

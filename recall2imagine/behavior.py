@@ -37,22 +37,29 @@ OPTIONS = {
 }
 
 
-def imagination_starts(outs, is_terminal, fraction=1.0, key=None):
+def _flat_rows(core, index):
+    """Core states of (B, T, ...) leaves at flat steps index (N,), or all when None."""
+    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), core)
+    return flat if index is None else jax.tree.map(lambda x: x[index], flat)
+
+
+def imagination_starts(outs, is_terminal, fraction=1.0, key=None, core_at=_flat_rows):
     """Posterior states of a (B, T) batch as imagination starts.
 
     fraction 1.0 (R2I and DreamerV3): every state, N = B*T, in batch order.
     fraction < 1: N = max(1, round(fraction * B*T)) states drawn without replacement
     with ``key``; imagination cost falls in proportion (it dominates a CPU update).
+    core_at(outs["core"], index (N,) or None) gives the core states after those flat
+    steps (`WorldModel.core_states`; by default (B, T, ...) leaves are gathered).
     """
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])
-    starts = {"core": jax.tree.map(flat, outs["core"]), "stoch": flat(outs["stoch"]),
-              "deter": flat(outs["deter"]), "is_terminal": flat(is_terminal)}
-    if fraction >= 1.0:
-        return starts
-    total = starts["deter"].shape[0]
-    count = max(1, int(round(fraction * total)))
-    index = jax.random.permutation(key, total)[:count]
-    return jax.tree.map(lambda x: x[index], starts)
+    total = is_terminal.size
+    index = None
+    if fraction < 1.0:
+        count = max(1, int(round(fraction * total)))
+        index = jax.random.permutation(key, total)[:count]
+    rows = lambda x: _flat_rows(x, index)
+    return {"core": core_at(outs["core"], index), "stoch": rows(outs["stoch"]),
+            "deter": rows(outs["deter"]), "is_terminal": rows(is_terminal)}
 
 
 def lambda_return(reward, value, cont, discount, lam):

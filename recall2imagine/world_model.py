@@ -1,4 +1,4 @@
-"""World model: encoder, stochastic latent, sequence core (S5 stack or GRU), heads, losses.
+"""World model: encoder, stochastic latent, sequence core (S5 stack, GRU or HCAM), heads, losses.
 
 Notation (R2I): embedding e_t, posterior z_t ~ q(z_t | e_t) (mimo) or
 q(z_t | h_t, e_t) (gru), core input u_t = SiLU(LN(W [z_{t-1}, a_{t-1}])), deterministic
@@ -64,6 +64,7 @@ class WorldModelNet(nn.Module):
     reward_head: nn.Module
     cont_head: nn.Module
     parallel: bool  # posterior q(z_t | e_t) without h_t (cores trained in one sequence call)
+    traced: bool  # the sequence call returns a trace; states come from core.state_at
     stoch: int
     classes: int
     unimix: float
@@ -121,17 +122,24 @@ class WorldModelNet(nn.Module):
         y, states = self.core(swap_bt(u), swap_bt(is_first), carry["core"],
                               deterministic=not training)
         deter = self.to_deter(swap_bt(y))
-        return {"core": tuple(swap_bt(s) for s in states), "stoch": stoch, "deter": deter,
+        core = states if self.traced else jax.tree.map(swap_bt, states)
+        return {"core": core, "stoch": stoch, "deter": deter,
                 "post_logits": post_logits,
                 "prior_logits": self.latent_logits(self.prior, deter)}
 
     def img_step(self, state, action, key):
         no_reset = jnp.zeros(action.shape[:-1], bool)
         u = self.inputs(state["stoch"], action, no_reset)
-        y, core = self.core.step(u, no_reset, state["core"])
+        if self.traced:  # imagined steps extend the short-range path, never the memory
+            y, core = self.core.step(u, no_reset, state["core"], remember=False)
+        else:
+            y, core = self.core.step(u, no_reset, state["core"])
         deter = self.to_deter(y)
         stoch = self.sample(self.latent_logits(self.prior, deter), key)
         return {"core": core, "stoch": stoch, "deter": deter}
+
+    def core_state_at(self, trace, t, b):
+        return self.core.state_at(trace, t, b)
 
     def decode(self, features):
         return self.decoder(features)
@@ -162,8 +170,8 @@ def build_net(obs_shapes, config, dtype):
     enc_cnn, enc_mlp = nets.select_keys(obs_shapes, enc.cnn_keys, enc.mlp_keys)
     dec_cnn, dec_mlp = nets.select_keys(obs_shapes, dec.cnn_keys, dec.mlp_keys)
     kind = KINDS[config.ssm_type]
-    core = build_core(config.part(CORE_OPTIONS), deter=r.deter, hidden=r.hidden, initial=r.initial,
-                      norm=r.norm, dtype=dtype)
+    core = build_core(config.part(CORE_OPTIONS), units=r.units, deter=r.deter, hidden=r.hidden,
+                      initial=r.initial, norm=r.norm, dtype=dtype)
     deter_out = None if kind.state_is_deter else nn.Dense(r.deter, dtype=dtype, kernel_init=nets.dense_init())
     latent_mlp = lambda: nn.Sequential([
         nets.MLP(1, r.units, r.act, r.norm, dtype=dtype),
@@ -180,7 +188,7 @@ def build_net(obs_shapes, config, dtype):
                               outscale=rh.outscale, act=rh.act, norm=rh.norm, dtype=dtype),
         cont_head=nets.Head("binary", ch.layers, ch.units, outscale=ch.outscale,
                             act=ch.act, norm=ch.norm, dtype=dtype),
-        parallel=kind.parallel, stoch=r.stoch, classes=r.classes, unimix=r.unimix,
+        parallel=kind.parallel, traced=kind.traced, stoch=r.stoch, classes=r.classes, unimix=r.unimix,
         action_clip=r.action_clip, act=r.act)
     return net, (dec_cnn, dec_mlp)
 
@@ -273,7 +281,8 @@ class WorldModel:
                                   method=WorldModelNet.observe_parallel, rngs=rngs)
         else:
             outs = self._observe_stepwise(params, carry, embed, action, is_first, key)
-        last = {"core": jax.tree.map(lambda x: x[:, -1], outs["core"]),
+        last_steps = jnp.arange(batch) * length + length - 1
+        last = {"core": self.core_states(params, outs["core"], last_steps, length),
                 "stoch": outs["stoch"][:, -1], "action": action[:, -1]}
         return last, outs
 
@@ -287,6 +296,16 @@ class WorldModel:
         _, outs = jax.lax.scan(step, carry, (swap_bt(embed), swap_bt(action),
                                              swap_bt(is_first), keys))
         return jax.tree.map(swap_bt, outs)
+
+    def core_states(self, params, core, index, length):
+        """Core states after the flat (batch-major) steps ``index`` (N,) of a (B, T = length)
+        observe pass; core: its outs["core"]; index None: every step, in order."""
+        if self.kind.traced:
+            index = jnp.arange(core["reset"].size) if index is None else index
+            return self.net.apply(params, core, index % length, index // length,
+                                  method=WorldModelNet.core_state_at)
+        flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), core)
+        return flat if index is None else jax.tree.map(lambda x: x[index], flat)
 
     def img_step(self, params, state, action, key):
         """Prior step: state {core, stoch, deter} (N, ...), action (N, A) -> next state."""
@@ -307,6 +326,8 @@ class WorldModel:
         batch = is_first.shape[0]
         embed = self.encode(params, {k: data[k] for k in self.obs_keys})
         carry = self.initial_carry(params, batch)
+        if self.kind.traced:
+            carry["core"] = None  # the cleared memory: no stored chunks to read
         _, outs = self.observe(params, carry, embed, data["action"], is_first, key, training=True)
         losses = self._prediction_losses(params, outs, data)
         post = nets.OneHotDist(outs["post_logits"], c.rssm.unimix, event_dims=1)

@@ -217,6 +217,30 @@ def test_gru_agent_with_box_actions_trains_by_backprop_and_acts_in_bounds():
     np.testing.assert_allclose(agent.replay_action(env), action, atol=1e-6)
 
 
+def test_hcam_agent_trains_acts_and_checkpoints(tmp_path):
+    # Chunks of 4 steps in 16-step windows: memory is written and read while training.
+    config = build_config(["debug"], {"ssm_type": "hcam", "hcam.chunk": 4, "hcam.width": 8,
+                                      "hcam.heads": 2, "imag_starts": 0.5})
+    agent = Agent(VECTOR_SPACE, gym.spaces.Discrete(2), config)
+    state = agent.init(0)
+    data = memory_batch(2, 16, 8, seed=1, image=False)
+    for i in range(2):
+        state, metrics = agent.train(state, data, jax.random.PRNGKey(i))
+    bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+    assert not bad, f"non-finite metrics: {bad}"
+    assert float(metrics["grad_norm/actor"]) > 0 and float(metrics["grad_norm/wm"]) > 0
+    obs = {k: v[:, 0] for k, v in data.items()}
+    action, carry = agent.policy(state, agent.initial_carry(2), obs, jax.random.PRNGKey(0))
+    assert carry["core"]["valid"].shape == (2, config.hcam.max_chunks)
+    checkpointer = Checkpointer(tmp_path / "ckpt")
+    checkpointer.save(7, state, {"step": 7})
+    assert checkpointer.stored_params() == agent.param_shapes()
+    restored, _, _ = checkpointer.restore(agent.init(1))
+    checkpointer.close()
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(a, b)
+
+
 def compare_one_and_two_devices():
     """Runs in a subprocess with two CPU devices; prints a JSON report."""
     assert jax.device_count() == 2, jax.devices()
@@ -252,6 +276,7 @@ def two_device_run():
     """The two-device comparison in a subprocess (XLA_FLAGS must be set before jax is
     imported), started before this module's other tests so its compiles overlap theirs."""
     root = Path(__file__).resolve().parents[1]
+    # Default XLA optimisation here (not the suite's level 0): the comparison is about numerics.
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}"}
     cache = jax.config.jax_compilation_cache_dir

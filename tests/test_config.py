@@ -135,7 +135,8 @@ def test_every_shipped_preset_builds_and_validates():
 @pytest.mark.parametrize(
     "key, value, words",
     [
-        ("ssm_type", "lstm", ["ssm_type", "'mimo'", "'gru'"]),
+        ("ssm_type", "lstm", ["ssm_type", "'mimo'", "'gru'", "'hcam'"]),
+        ("hcam.width", "30", ["hcam.width", "hcam.heads", "divisible"]),
         ("actor.inputs", "deter,memory", ["actor.inputs", "memory", "hidden"]),
         ("batch_size", "0", ["batch_size", "positive"]),
         ("reward_head.bin_limit", "-1.0", ["reward_head.bin_limit", "positive"]),
@@ -206,8 +207,10 @@ def test_module_entry_point_prints_help_with_presets_and_keys():
 RESOLVED = json.loads((ROOT / "tests" / "data" / "resolved_configs.json").read_text())
 # Keys renamed since the fixture was recorded: old name -> new name (the old one still works).
 RENAMED = {"ssm.parallel": "ssm.scan"}
-# Keys added since: key -> value in the presets that set it, else the default.
-ADDED = {"run.solved_score": {"tmaze": 0.95, None: 1.0}, "run.solved_evals": {"tmaze": 3, None: 0}}
+# Keys added since: key -> (default, {preset that sets it: value}).
+ADDED = {"run.solved_score": (1.0, {"tmaze": 0.95}), "run.solved_evals": (0, {"tmaze": 3}),
+         **{f"hcam.{key}": (value, {}) for key, value in dict(
+             n_layers=2, chunk=16, top_k=4, heads=4, width=128, max_chunks=64, across_episodes=False).items()}}
 
 
 @pytest.mark.parametrize("record", RESOLVED, ids=[" ".join(r["argv"]) or "defaults" for r in RESOLVED])
@@ -217,8 +220,8 @@ def test_every_preset_and_r2i_command_resolves_as_recorded(record, capsys):
     assert main(record["argv"] + ["--print_config"]) == 0
     printed = Config.load_text(capsys.readouterr().out).flat()
     expected = {RENAMED.get(key, key): value for key, value in record["resolved"].items()}
-    for key, values in ADDED.items():
-        expected[key] = values["tmaze"] if "tmaze" in record["argv"] else values[None]
+    for key, (default, presets) in ADDED.items():
+        expected[key] = next((v for preset, v in presets.items() if preset in record["argv"]), default)
     assert printed == expected
 
 

@@ -20,9 +20,13 @@ def world_model(overrides, dtype=jnp.float32):
     return WorldModel(OBS_SHAPES, A, build_config(["debug"], overrides).part(*SLICE), dtype)
 
 
+# Small chunks so that chunks complete, are read and are evicted within the test's sequences.
+HCAM = {"hcam.chunk": 2, "hcam.max_chunks": 3, "hcam.width": 8, "hcam.heads": 2}
+
+
 @functools.lru_cache(maxsize=None)
 def make_world_model(ssm_type):
-    wm = world_model({"ssm_type": ssm_type})
+    wm = world_model({"ssm_type": ssm_type, **(HCAM if ssm_type == "hcam" else {})})
     return wm, jax.jit(wm.init)(jax.random.PRNGKey(0))
 
 
@@ -43,6 +47,13 @@ def busy_carry(wm, params, ssm_type):
     if ssm_type == "mimo":
         core = tuple(jnp.asarray(rng.normal(size=s.shape) + 1j * rng.normal(size=s.shape),
                                  jnp.complex64) for s in carry["core"])
+    elif ssm_type == "hcam":  # a memory holding chunks: step through 9 random inputs
+        obs, _, _ = sequence_data()
+        embed = jax.jit(wm.encode)(params, obs)
+        step = jax.jit(wm.obs_step)
+        for t in range(9):
+            carry, _ = step(params, carry, embed[:, t % T], jnp.asarray([t == 0] * B), jax.random.PRNGKey(t))
+        core = carry["core"]
     else:
         core = jnp.asarray(rng.normal(size=carry["core"].shape), jnp.float32)
     classes = carry["stoch"].shape[-1]
@@ -51,7 +62,7 @@ def busy_carry(wm, params, ssm_type):
     return {"core": core, "stoch": stoch, "action": jnp.ones((B, A)) / A}
 
 
-@pytest.mark.parametrize("ssm_type", ["mimo", "gru"])
+@pytest.mark.parametrize("ssm_type", ["mimo", "gru", "hcam"])
 def test_observe_equals_obs_step_loop_with_resets_inside(ssm_type):
     wm, params = make_world_model(ssm_type)
     obs, action, is_first = sequence_data()
@@ -71,7 +82,9 @@ def test_observe_equals_obs_step_loop_with_resets_inside(ssm_type):
 
     for name in ("deter", "stoch", "post_logits", "prior_logits"):
         np.testing.assert_allclose(outs[name], stepped[name], atol=2e-5, rtol=2e-5, err_msg=name)
-    for seq_core, step_core in zip(jax.tree.leaves(outs["core"]), jax.tree.leaves(stepped["core"])):
+    seq_cores = wm.core_states(params, outs["core"], None, T)  # every step's core state
+    step_cores = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), stepped["core"])
+    for seq_core, step_core in zip(jax.tree.leaves(seq_cores), jax.tree.leaves(step_cores)):
         np.testing.assert_allclose(seq_core, step_core, atol=2e-5, rtol=2e-5)
     for a, b in zip(jax.tree.leaves(last), jax.tree.leaves(carry)):
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=2e-5)

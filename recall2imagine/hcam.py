@@ -1,0 +1,462 @@
+"""Hierarchical Chunk Attention Memory (HCAM, Lampinen et al. 2021) as a sequence core.
+
+A stack of `n_layers` pre-norm blocks of width H (input width = output width). With
+n_t = LayerNorm(x_t) the block's normed input ("row") at episode step e:
+
+  x <- x + local(n_t) + read(n_t);   x <- x + MLP(LayerNorm(x))
+
+- local: causal multi-head attention over the rows of steps t-C..t of the same
+  episode (C = `chunk`), with a learned per-head bias for each offset 0..C. It covers
+  the unfinished chunk, which the memory cannot see.
+- read: HCAM over completed chunks of this layer's rows. Chunk j of an episode holds
+  its steps jC..(j+1)C-1 and is readable from the step after it completes: query e
+  may use chunk j iff (j+1)C <= e. Summary = mean of the chunk's rows; chunk logits
+  q.k / sqrt(F) of bias-free projections of n_t and of the stop-gradient summary; the
+  `top_k` visible chunks by logit (0: all visible ones) get softmax weights; in each,
+  multi-head attention of n_t over its C stop-gradient rows plus sinusoidal slot
+  encodings; the readout is the weighted sum, through a bias-free projection, so it is
+  exactly 0 when no chunk is visible.
+
+Memory in step mode is a ring of `max_chunks` (M) slots that overwrites the oldest;
+an episode start (reset) clears it unless `across_episodes`. Sequence mode applies the
+same rules as masks: a chunk is visible iff it completed before the query, lies in
+the query's episode (unless across_episodes) and fewer than M chunks were written
+after it up to the query.
+
+State (a dict; one batch axis B; float rows in float32):
+  step (B,) int32: steps taken in the current episode (fill count = step % C)
+  slot (B,) int32: ring slot the next chunk goes to
+  valid (B, M) bool: ring slots holding a readable chunk
+  window_valid (B, C) bool: which of the last C rows are in the current episode
+  layers: n_layers dicts of
+    contents (B, M, C, H): ring of chunk rows
+    keys (B, M, H): chunk summaries (row means)
+    accum (B, C, H): rows of the chunk being filled (zeros beyond the fill count)
+    window (B, C, H): rows of the last C steps, oldest first (zeros where invalid)
+Every slot, row or key that is not valid holds zeros, so equal histories give equal
+states whichever mode built them.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from recall2imagine.nets import sg
+
+NEG = -jnp.inf
+
+
+# ------------------------------------------------------------------------ maths
+
+
+def sinusoid(length, dim):
+    """(length, dim) float32 sine/cosine encodings of positions 0..length-1."""
+    half = (dim + 1) // 2
+    angle = np.arange(length)[:, None] * 1e4 ** (-np.arange(half) / half)[None]
+    return jnp.asarray(np.concatenate([np.sin(angle), np.cos(angle)], -1)[:, :dim], jnp.float32)
+
+
+def masked_softmax(logits, mask):
+    """Softmax over the last axis restricted to mask (same shape); all zeros where
+    nothing is valid (no uniform average of masked entries)."""
+    top = sg(jnp.max(jnp.where(mask, logits, NEG), -1, keepdims=True))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    # exp(-inf) = 0 with a zero gradient: masked entries never produce NaN gradients.
+    e = jnp.exp(jnp.where(mask, logits - top, NEG))
+    return e / jnp.maximum(e.sum(-1, keepdims=True), jnp.finfo(e.dtype).tiny)
+
+
+def select_top_k(logits, visible, top_k):
+    """The top_k visible chunks by logit: logits, visible (..., N) -> indices (..., K)
+    and softmax weights over the visible selected ones (..., K), K = min(top_k, N)."""
+    top, idx = jax.lax.top_k(jnp.where(visible, logits, NEG), min(top_k, logits.shape[-1]))
+    return idx, masked_softmax(top, jnp.take_along_axis(visible, idx, -1))
+
+
+def chunk_weights(logits, visible, top_k):
+    """Dense relevance weights (..., N) of chunks; top_k 0 weighs every visible chunk."""
+    if top_k == 0:
+        return masked_softmax(logits, visible)
+    idx, weights = select_top_k(logits, visible, top_k)
+    return jnp.put_along_axis(jnp.zeros_like(weights, shape=logits.shape), idx, weights, -1,
+                              inplace=False)
+
+
+def chunk_attention(q, k, v, weights):
+    """Attention within chunks, then their weighted sum.
+
+    q (..., h, d); k, v (..., N, C, h, d) projected chunk rows; weights (..., N).
+    Returns (..., h, d) float32: sum_n weights_n * softmax_c(q.k_nc / sqrt(d)) v_nc.
+    """
+    scores = jnp.einsum("...hd,...nchd->...nhc", q, k).astype(jnp.float32)
+    probs = jax.nn.softmax(scores / math.sqrt(q.shape[-1]), -1)
+    per_chunk = jnp.einsum("...nhc,...nchd->...nhd", probs, v.astype(jnp.float32))
+    return jnp.einsum("...n,...nhd->...hd", weights, per_chunk)
+
+
+def local_attention(q, k, v, valid, bias):
+    """Causal local attention: q (..., h, d); k, v (..., W, h, d) at offsets 0..W-1
+    back in time; valid (..., W) with offset 0 always valid; bias (h, W).
+    Returns (..., h, d) float32."""
+    scores = jnp.einsum("...hd,...whd->...hw", q, k).astype(jnp.float32)
+    scores = scores / math.sqrt(q.shape[-1]) + bias
+    probs = jax.nn.softmax(jnp.where(valid[..., None, :], scores, NEG), -1)
+    return jnp.einsum("...hw,...whd->...hd", probs, v.astype(jnp.float32))
+
+
+def segment_softmax(scores, segment, segments):
+    """Softmax of scores (R, ...) over the rows (leading axis) of each segment;
+    segment (R,) int in [0, segments). Row-level form of the within-chunk softmax of
+    `chunk_attention` when chunks are runs of rows: no (queries, chunks, C) tensor."""
+    top = sg(jax.ops.segment_max(scores, segment, segments))[segment]
+    e = jnp.exp(scores - top)
+    return e / jax.ops.segment_sum(e, segment, segments)[segment]
+
+
+# ------------------------------------------------------------- bookkeeping
+
+
+def sequence_layout(reset, start, chunk, max_chunks, across):
+    """Episode bookkeeping of a sequence call; rows are indexed on an extended axis of
+    L = C + T: the start state's window (steps -C..-1), then steps 0..T-1.
+
+    reset (T, B) bool; start: state's step (B,), slot (B,), valid (B, M), window_valid
+    (B, C). Returns a dict of
+      ep (L, B) int: episode id per row (0: the start's episode; -1: invalid row),
+      pos (L, B) int: slot of each row in its chunk (episode step % C),
+      estep (T, B): episode step, last (T, B): last reset step <= t (-1 if none),
+      done (T, B) bool: step t completes a chunk, written (T, B): chunks completed
+        before t (the chunk index of a completion at t),
+      visible (B, T, T): query t may read the chunk completed at s,
+      ring_visible (B, T, M): query t may read slot m of the start state,
+      row_chunk (B, L): step (0..T-1) at which each row's chunk completes (clipped),
+      row_ok (B, L): the row's chunk completes inside steps 0..T-1,
+      segment (B * L,): chunk id of each (b, row) pair, rows of no complete chunk
+        sharing one id per b; B * (L + 1) ids.
+    """
+    steps, c, m = reset.shape[0], chunk, max_chunks
+    t = jnp.arange(steps)[:, None]
+    last = jax.lax.cummax(jnp.where(reset, t, -1), axis=0)
+    estep = jnp.where(last >= 0, t - last, start["step"][None] + t)
+    ep_now = jnp.cumsum(reset.astype(jnp.int32), 0)
+    ep = jnp.concatenate([jnp.where(start["window_valid"].T, 0, -1), ep_now])
+    first = start["step"][None] - c + jnp.arange(c)[:, None]
+    pos = jnp.concatenate([first, estep]) % c
+    done = estep % c == c - 1
+    written = jnp.cumsum(done.astype(jnp.int32), 0) - done
+
+    same = jnp.bool_(across) | (ep_now.T[:, :, None] == ep_now.T[:, None, :])
+    recent = written.T[:, :, None] - written.T[:, None, :] <= m
+    causal = t.T[:, :, None] > t.T[:, None, :]
+    visible = done.T[:, None, :] & causal & same & recent
+    rank = (jnp.arange(m)[None] - start["slot"][:, None]) % m
+    ring_visible = (start["valid"][:, None, :] & (jnp.bool_(across) | (ep_now.T == 0))[..., None]
+                    & (rank[:, None, :] >= written.T[:, :, None]))
+
+    length = c + steps
+    end = jnp.arange(length)[:, None] + c - 1 - pos
+    end_clip = jnp.clip(end, 0, length - 1)
+    # Rows from the end back to the row are one episode, so the chunk is whole.
+    same_chunk = jnp.take_along_axis(ep, end_clip, 0) == ep
+    row_ok = ((end >= c) & (end < length) & same_chunk & (ep >= 0)).T
+    batch_offset = (length + 1) * jnp.arange(ep.shape[1])[:, None]
+    segment = jnp.where(row_ok, end_clip.T, length) + batch_offset
+    return {"ep": ep, "pos": pos, "estep": estep, "last": last, "done": done,
+            "written": written, "visible": visible, "ring_visible": ring_visible,
+            "row_chunk": jnp.clip(end_clip.T - c, 0, steps - 1), "row_ok": row_ok,
+            "segment": segment.reshape(-1)}
+
+
+def clear_on_reset(state, reset, across):
+    """The state after an episode start where reset (B,): window and fill restart;
+    the memory too unless across."""
+    r = reset[:, None]
+    zero = lambda x: jnp.where(reset.reshape((-1,) + (1,) * (x.ndim - 1)), 0.0, x)
+    memory = (lambda x: x) if across else zero
+    layers = tuple({"contents": memory(layer["contents"]), "keys": memory(layer["keys"]),
+                    "accum": zero(layer["accum"]), "window": zero(layer["window"])}
+                   for layer in state["layers"])
+    return {"step": jnp.where(reset, 0, state["step"]),
+            "slot": state["slot"] if across else jnp.where(reset, 0, state["slot"]),
+            "valid": state["valid"] if across else state["valid"] & ~r,
+            "window_valid": state["window_valid"] & ~r, "layers": layers}
+
+
+def write_row(layer, row, fill, write):
+    """One layer's state after appending row (B, H) at fill (B,) int; write (B, M) bool
+    marks the slot a completed chunk goes to (none unless fill == C - 1)."""
+    chunk = layer["accum"].shape[1]
+    accum = jnp.where((jnp.arange(chunk) == fill[:, None])[..., None], row[:, None], layer["accum"])
+    complete = (fill == chunk - 1)[:, None, None]
+    return {"contents": jnp.where(write[..., None, None], accum[:, None], layer["contents"]),
+            "keys": jnp.where(write[..., None], accum.mean(1)[:, None], layer["keys"]),
+            "accum": jnp.where(complete, 0.0, accum),
+            "window": jnp.concatenate([layer["window"][:, 1:], row[:, None]], 1)}
+
+
+# ------------------------------------------------------------------ modules
+
+
+class HCAMBlock(nn.Module):
+    """One pre-norm block: local attention + HCAM read, then a residual MLP."""
+
+    features: int
+    chunk: int
+    top_k: int
+    heads: int
+    width: int
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        per_head = (self.heads, self.width // self.heads)
+        project = lambda bias=True: nn.DenseGeneral(per_head, use_bias=bias, dtype=self.dtype)
+        merge = lambda bias=True: nn.DenseGeneral(self.features, axis=(-2, -1), use_bias=bias,
+                                                  dtype=self.dtype)
+        # Rows are stored in float32 whatever the compute dtype.
+        self.norm = nn.LayerNorm()
+        self.local_q, self.local_k, self.local_v = project(), project(), project()
+        self.local_out = merge()
+        self.local_bias = self.param("local_bias", nn.initializers.zeros,
+                                     (self.heads, self.chunk + 1))
+        scaled = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+        self.mem_query = nn.Dense(self.width, use_bias=False, dtype=self.dtype, kernel_init=scaled)
+        self.mem_key = nn.Dense(self.width, use_bias=False, dtype=self.dtype, kernel_init=scaled)
+        self.read_q, self.read_k, self.read_v = project(), project(), project()
+        # No bias: zero weights give an exactly zero readout.
+        self.read_out = merge(bias=False)
+        self.mlp_norm = nn.LayerNorm()
+        self.mlp_in = nn.Dense(4 * self.features, dtype=self.dtype)
+        self.mlp_out = nn.Dense(self.features, dtype=self.dtype)
+
+    def _finish(self, x, mixed):
+        x = x + mixed.astype(jnp.float32)
+        return x + self.mlp_out(nn.gelu(self.mlp_in(self.mlp_norm(x)))).astype(jnp.float32)
+
+    def _chunk_logits(self, query, summaries, spec):
+        keys = self.mem_key(sg(summaries))
+        return jnp.einsum(spec, self.mem_query(query), keys).astype(jnp.float32) / math.sqrt(
+            self.width)
+
+    def _contents(self, rows, pos):
+        """Stop-gradient rows plus the encoding of their slot pos (int, rows' shape[:-1])."""
+        return sg(rows + sinusoid(self.chunk, self.features)[pos])
+
+    def step(self, x, state, layer):
+        """x (B, H) float32; state: the cleared shared bookkeeping; layer: this layer's
+        state. Returns (y (B, H), row (B, H) to append)."""
+        row = self.norm(x)
+        keys_rows = jnp.concatenate([row[:, None], layer["window"][:, ::-1]], 1)
+        now = jnp.ones(row.shape[:1] + (1,), bool)
+        local = local_attention(self.local_q(row), self.local_k(keys_rows),
+                                self.local_v(keys_rows),
+                                jnp.concatenate([now, state["window_valid"][:, ::-1]], 1),
+                                self.local_bias)
+        logits = self._chunk_logits(row, layer["keys"], "bf,bmf->bm")
+        contents = self._contents(layer["contents"], jnp.arange(self.chunk))
+        if self.top_k:
+            idx, weights = select_top_k(logits, state["valid"], self.top_k)
+            contents = jnp.take_along_axis(contents, idx[:, :, None, None], 1)
+        else:
+            weights = masked_softmax(logits, state["valid"])
+        read = chunk_attention(self.read_q(row), self.read_k(contents), self.read_v(contents),
+                               weights)
+        return self._finish(x, self.local_out(local) + self.read_out(read)), row
+
+    def sequence(self, x, layout, prefix, ring):
+        """x (T, B, H) float32; layout from `sequence_layout`; prefix (C, B, H) rows of
+        the start window; ring: the start's {contents, keys} or None (no chunk).
+        Returns (y (T, B, H), rows (C + T, B, H))."""
+        row = self.norm(x)
+        rows = jnp.concatenate([prefix, row])
+        local = self._local_sequence(row, rows, layout)
+        read = self._read_sequence(row, rows, layout, ring)
+        return self._finish(x, self.local_out(local) + self.read_out(read)), rows
+
+    def _local_sequence(self, row, rows, layout):
+        """Banded form of the step's local attention: offset j of step t is row C+t-j."""
+        c, steps = self.chunk, row.shape[0]
+        band = lambda a: jnp.stack([a[c - j:c - j + steps] for j in range(c + 1)], 2)
+        valid = band(layout["ep"]) == layout["ep"][c:, :, None]
+        return local_attention(self.local_q(row), band(self.local_k(rows)),
+                               band(self.local_v(rows)), valid, self.local_bias)
+
+    def _read_sequence(self, row, rows, layout, ring):
+        c, steps = self.chunk, row.shape[0]
+        # Summary of the chunk that completes at t: mean of rows t-C+1..t.
+        summaries = sum(rows[c - i:c - i + steps] for i in range(c)) / c
+        logits = self._chunk_logits(row, summaries, "tbf,sbf->bts")
+        visible = layout["visible"]
+        if ring is not None:
+            logits = jnp.concatenate(
+                [self._chunk_logits(row, ring["keys"], "tbf,bmf->btm"), logits], -1)
+            visible = jnp.concatenate([layout["ring_visible"], visible], -1)
+        weights = chunk_weights(logits, visible, self.top_k)
+        ring_weights, weights = weights[..., :-steps], weights[..., -steps:]
+
+        query = self.read_q(row)
+        contents = self._contents(rows, layout["pos"])
+        scores = jnp.einsum("tbhd,lbhd->blht", query, self.read_k(contents)).astype(jnp.float32)
+        batch, length = scores.shape[:2]
+        probs = segment_softmax(scores.reshape((batch * length,) + scores.shape[2:])
+                                / math.sqrt(query.shape[-1]),
+                                layout["segment"], batch * (length + 1)).reshape(scores.shape)
+        # Each row weighs as its chunk does for each query (0: no complete chunk).
+        row_weight = jnp.take_along_axis(weights, layout["row_chunk"][:, None], -1)
+        row_weight = (row_weight * layout["row_ok"][:, None]).swapaxes(1, 2)[:, :, None]
+        read = jnp.einsum("blht,lbhd->tbhd", row_weight * probs,
+                          self.read_v(contents).astype(jnp.float32))
+        if ring is not None:
+            stored = self._contents(ring["contents"], jnp.arange(c))
+            read = read + chunk_attention(query, self.read_k(stored)[None],
+                                          self.read_v(stored)[None], ring_weights.swapaxes(0, 1))
+        return read
+
+
+class HCAMCore(nn.Module):
+    """HCAM sequence core, width `features` (H) in and out; see the module docstring.
+
+    Fields: n_layers blocks; chunk C; top_k (0: every visible chunk); heads; width F
+    (attention feature size, divisible by heads); max_chunks M (ring slots per layer);
+    across_episodes keeps completed chunks across resets; dtype of the projections.
+    """
+
+    features: int
+    n_layers: int = 4
+    chunk: int = 16
+    top_k: int = 4
+    heads: int = 4
+    width: int = 128
+    max_chunks: int = 64
+    across_episodes: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        self.blocks = [HCAMBlock(features=self.features, chunk=self.chunk, top_k=self.top_k,
+                                 heads=self.heads, width=self.width, dtype=self.dtype)
+                       for _ in range(self.n_layers)]
+
+    def initial_state(self, batch_shape):
+        """The cleared state (nothing valid) for batch_shape (B,); layout in the module
+        docstring."""
+        (batch,) = batch_shape
+        c, m, h = self.chunk, self.max_chunks, self.features
+        zeros = lambda *shape: jnp.zeros((batch,) + shape, jnp.float32)
+        layer = lambda: {"contents": zeros(m, c, h), "keys": zeros(m, h),
+                         "accum": zeros(c, h), "window": zeros(c, h)}
+        return {"step": jnp.zeros((batch,), jnp.int32), "slot": jnp.zeros((batch,), jnp.int32),
+                "valid": jnp.zeros((batch, m), bool), "window_valid": jnp.zeros((batch, c), bool),
+                "layers": tuple(layer() for _ in range(self.n_layers))}
+
+    def step(self, u, reset, state, remember=True):
+        """Acting: u (B, H), reset (B,) bool, state -> (y (B, H) in u's dtype, state).
+        Reads memory before writing u's rows: a chunk completed now is read from the
+        next step on. remember=False (imagination) leaves the memory, the chunk being
+        filled and the episode step as they were: only the short-range window moves on."""
+        if u.ndim != 2 or u.shape[-1] != self.features:
+            raise ValueError(f"HCAMCore.step expects u of shape (B, {self.features}), "
+                             f"got {u.shape}")
+        state = clear_on_reset(state, jnp.asarray(reset), self.across_episodes)
+        fill = state["step"] % self.chunk
+        complete = fill == self.chunk - 1
+        write = complete[:, None] & (jnp.arange(self.max_chunks) == state["slot"][:, None])
+        x = u.astype(jnp.float32)
+        layers = []
+        for block, layer in zip(self.blocks, state["layers"]):
+            x, row = block.step(x, state, layer)
+            layers.append(write_row(layer, row, fill, write))
+        now = jnp.ones(fill.shape + (1,), bool)
+        window_valid = jnp.concatenate([state["window_valid"][:, 1:], now], 1)
+        if not remember:
+            layers = [{**old, "window": new["window"]} for old, new in zip(state["layers"], layers)]
+            return x.astype(u.dtype), {**state, "window_valid": window_valid, "layers": tuple(layers)}
+        return x.astype(u.dtype), {
+            "step": state["step"] + 1,
+            "slot": jnp.where(complete, (state["slot"] + 1) % self.max_chunks, state["slot"]),
+            "valid": state["valid"] | write,
+            "window_valid": window_valid,
+            "layers": tuple(layers)}
+
+    def __call__(self, u, reset, state=None, deterministic=True):
+        """Training: all T steps at once, equal to `step` over them.
+
+        Args:
+          u: (T, B, H) float inputs.
+          reset: (T, B) bool episode starts.
+          state: the state before step 0 (as `step`, `initial_state` or `state_at`
+            build it); None: the cleared state (cheaper: no stored chunks to read).
+          deterministic: unused (no dropout); kept for the core interface.
+
+        Returns:
+          y (T, B, H) in u's dtype and a trace for `state_at`: {"reset", "start" (the
+          start's step, slot, valid, window_valid), "rows": n_layers (C + T, B, H)
+          float32 rows (the start window, then each step's), "ring": n_layers
+          {contents, keys} of the start, or None}.
+        """
+        reset = jnp.asarray(reset)
+        if u.ndim != 3 or u.shape[-1] != self.features or reset.shape != u.shape[:2]:
+            raise ValueError(f"HCAMCore expects u (T, B, {self.features}) and reset (T, B), "
+                             f"got {u.shape} and {reset.shape}")
+        given = state is not None
+        state = state if given else self.initial_state(u.shape[1:2])
+        start = {k: state[k] for k in ("step", "slot", "valid", "window_valid")}
+        layout = sequence_layout(reset, start, self.chunk, self.max_chunks, self.across_episodes)
+        x = u.astype(jnp.float32)
+        rows, rings = [], []
+        for block, layer in zip(self.blocks, state["layers"]):
+            ring = {"contents": layer["contents"], "keys": layer["keys"]} if given else None
+            x, layer_rows = block.sequence(x, layout, layer["window"].swapaxes(0, 1), ring)
+            rows.append(layer_rows)
+            rings.append(ring)
+        trace = {"reset": reset, "start": start, "rows": tuple(rows),
+                 "ring": tuple(rings) if given else None}
+        return x.astype(u.dtype), trace
+
+    def state_at(self, trace, t, b):
+        """The state `step` holds after step t of batch row b: t, b (N,) int.
+
+        Holds only chunks completed by t. Materialises (N, M, C, H) contents per layer.
+        """
+        c, m, across = self.chunk, self.max_chunks, self.across_episodes
+        start = trace["start"]
+        layout = sequence_layout(trace["reset"], start, c, m, across)
+        estep, ep = layout["estep"][t, b], layout["ep"][c + t, b]
+        completed = layout["written"] + layout["done"]
+        count = completed[t, b]
+        # Ring slots number from the start's slot within its episode, else from the reset.
+        own = jnp.bool_(across) | (ep == 0)
+        since = layout["written"][jnp.maximum(layout["last"][t, b], 0), b]
+        base = jnp.where(own, -start["slot"][b], since)
+        # Slot m holds the latest chunk index g < count with g - base = m (mod M);
+        # g < 0 is the start's own chunk in that slot.
+        g = (count - 1)[:, None] - ((count - 1 - base)[:, None] - jnp.arange(m)) % m
+        fresh = g >= 0
+        valid = jnp.where(fresh, g >= jnp.where(own, 0, base)[:, None],
+                          own[:, None] & start["valid"][b])
+        completed_at = jax.vmap(jnp.searchsorted)(completed.T[b], g + 1)
+        last_row = c + trace["reset"].shape[0] - 1
+        # Rows on the extended axis: a chunk completed at s holds rows s+1..s+C.
+        chunk_rows = jnp.clip(completed_at[..., None] + 1 + jnp.arange(c), 0, last_row)
+        window_rows = t[:, None] + 1 + jnp.arange(c)
+        window_valid = layout["ep"][window_rows, b[:, None]] == ep[:, None]
+        fill = (estep + 1) % c
+        accum_rows = jnp.clip(c + t[:, None] - fill[:, None] + 1 + jnp.arange(c), 0, last_row)
+        accum_ok = jnp.arange(c) < fill[:, None]
+        layers = []
+        for i, rows in enumerate(trace["rows"]):
+            contents = rows[chunk_rows, b[:, None, None]]
+            keys = contents.mean(-2)
+            if trace["ring"] is not None:
+                ring = trace["ring"][i]
+                contents = jnp.where(fresh[..., None, None], contents, ring["contents"][b])
+                keys = jnp.where(fresh[..., None], keys, ring["keys"][b])
+            layers.append({
+                "contents": jnp.where(valid[..., None, None], contents, 0.0),
+                "keys": jnp.where(valid[..., None], keys, 0.0),
+                "accum": jnp.where(accum_ok[..., None], rows[accum_rows, b[:, None]], 0.0),
+                "window": jnp.where(window_valid[..., None], rows[window_rows, b[:, None]], 0.0)})
+        return {"step": (estep + 1).astype(jnp.int32),
+                "slot": ((count - base) % m).astype(jnp.int32),
+                "valid": valid, "window_valid": window_valid, "layers": tuple(layers)}
