@@ -68,7 +68,7 @@ def plan_action(obs):
     return LEFT if angle > 0 else RIGHT
 
 
-def rollout(fast_targets: bool, steps: int = 2000) -> dict[str, list]:
+def rollout(fast_targets: bool, steps: int = 1100) -> dict[str, list]:
     """Runs the target-seeking policy; records every step and reset (observations as sha1 digests)."""
     env = env_wrappers.make("gym_memory_maze:MemoryMaze-9x9-ExtraObs-v0", seed=11, fast_targets=fast_targets)
     obs, _ = env.reset()
@@ -88,8 +88,9 @@ def digest(obs) -> str:
 
 
 @pytest.mark.slow
-def test_fast_target_check_matches_stock_frames_and_rewards_over_two_episodes():
-    """2000 steps of a target-seeking policy, so targets are hit often; the stock run uses a second process."""
+def test_fast_target_check_matches_stock_frames_and_rewards_across_an_episode_reset():
+    """A whole episode, the reset and 100 steps of the next, with a target-seeking policy so
+    that targets are hit often; the stock run uses a second process."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         stock_run = pool.submit(rollout, False)
         fast = rollout(True)
@@ -97,9 +98,10 @@ def test_fast_target_check_matches_stock_frames_and_rewards_over_two_episodes():
     mismatch = next((t for t, (a, b) in enumerate(zip(stock["steps"], fast["steps"])) if a != b), None)
     assert mismatch is None, f"fast path differs from stock at step {mismatch}"
     assert stock == fast
-    assert fast["episodes"] == [(False, True, 1000)] * 2  # time limit only: a truncation
+    assert fast["episodes"] == [(False, True, 1000)]  # time limit only: a truncation
+    assert len(fast["resets"]) == 2 and len(fast["steps"]) == 1100
     hits = sum(reward == 1.0 for reward, *_ in fast["steps"])
-    assert hits >= 20, f"only {hits} target hits: the comparison would not exercise the touch test"
+    assert hits >= 10, f"only {hits} target hits: the comparison would not exercise the touch test"
 
 
 def test_fast_path_is_the_default(maze):
