@@ -15,3 +15,9 @@ import jax  # noqa: E402
 _CACHE = Path(__file__).resolve().parents[1] / ".jax_cache"
 jax.config.update("jax_compilation_cache_dir", str(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first: with several workers the quick ones then fill in around them
+    instead of leaving one worker alone with a long test at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
