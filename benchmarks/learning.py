@@ -3,6 +3,7 @@
     python benchmarks/learning.py tmaze    [--minutes 30] [-- extra train.py args]
     python benchmarks/learning.py popgym   [--minutes 60]
     python benchmarks/learning.py tmaze --tag expl -- --expl.scale 1   (a variant, kept apart)
+    python benchmarks/learning.py popgym --configs popgym --out benchmarks/results/gpu  (GPU preset)
 
 Runs train.py in a subprocess and watches two measures of the return:
 - training episodes (scores.jsonl): the mean of the last `--window` episodes, its
@@ -64,23 +65,32 @@ def main(argv=None) -> int:
     parser.add_argument("--window", type=int, default=100, help="episodes in the moving mean")
     parser.add_argument("--tag", default="", help="variant name: run directory and results get a _TAG suffix")
     parser.add_argument("--fresh", action="store_true", help="delete an existing run directory first")
+    parser.add_argument("--configs", nargs="+", default=None,
+                        help="presets instead of the task's (which include cpu)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON and PNG")
+    parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs",
+                        help="parent of the run directory")
     given = list(sys.argv[1:] if argv is None else argv)
     extra = given[given.index("--") + 1:] if "--" in given else []
     args = parser.parse_args(given[:given.index("--")] if "--" in given else given)
     args.extra = extra
     spec = TASKS[args.name]
     label = f"{args.name}_{args.tag}" if args.tag else args.name
-    logdir = ROOT / "benchmarks" / "runs" / label
+    logdir = args.runs / label
     if args.fresh and logdir.exists():
         import shutil
 
         shutil.rmtree(logdir)
-    command = [sys.executable, str(ROOT / "recall2imagine" / "train.py"), "--configs", *spec["configs"],
+    configs = args.configs or spec["configs"]
+    command = [sys.executable, str(ROOT / "recall2imagine" / "train.py"), "--configs", *configs,
                "--task", spec["task"], "--logdir", str(logdir), *args.extra]
+    environ = dict(os.environ)
+    if "cpu" in configs:
+        environ["JAX_PLATFORMS"] = "cpu"
     earlier = read_scores(logdir / "scores.jsonl")  # a resumed run: what it had before this call
     print("running:", " ".join(command[1:]), flush=True)
     start = time.time()
-    process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    process = subprocess.Popen(command, cwd=ROOT, env=environ,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     reached = None
     best = float("-inf")
@@ -126,11 +136,12 @@ def main(argv=None) -> int:
         **run_metadata(["date", "cpus", "machine"]),
         "exit_status": process.returncode, "stderr_tail": stderr[-1500:] if process.returncode else "",
     }
-    write_record(RESULTS / f"learning_{label}", result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_record(args.out / f"learning_{label}", result)
     if scores:
         from recall2imagine.plot import plot_runs
 
-        plot_runs([logdir], RESULTS / f"learning_{label}.png", title=f"{spec['task']}\n{spec['note']}")
+        plot_runs([logdir], args.out / f"learning_{label}.png", title=f"{spec['task']}\n{spec['note']}")
     print(json.dumps(result, indent=2))
     return 0
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Everything a lent GPU should measure, in one run of under 8 minutes on one GPU:
+#   1. the device (JAX's view and nvidia-smi where present),
+#   2. the train step of mimo (parallel scan) and gru at R2I's Memory Maze widths
+#      (the mmaze preset) for T = 256, 1024 and 4096 (benchmarks/train_step.py),
+#   3. 5 minutes of POPGym RepeatPreviousEasy at the popgym preset (benchmarks/learning.py).
+# Everything lands in OUT (default benchmarks/results/gpu/).
+#
+#   bash benchmarks/gpu_check.sh                # on the GPU machine
+#   bash benchmarks/gpu_check.sh --tiny [OUT]   # the same steps at debug sizes, seconds, on CPU
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+
+TINY=0
+OUT=benchmarks/results/gpu
+for arg in "$@"; do
+    case "$arg" in
+        --tiny) TINY=1 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -*) echo "error: unknown option $arg (allowed: --tiny, an output directory)" >&2; exit 2 ;;
+        *) OUT=$arg ;;
+    esac
+done
+mkdir -p "$OUT"
+
+if [ "$TINY" = 1 ]; then
+    STEP_ARGS=(--presets debug --lengths 16 --steps 1 --batch 2)
+    LEARN_ARGS=(--configs popgym debug --minutes 0.25 --tag tiny --runs "$OUT/runs")
+else
+    STEP_ARGS=(--presets mmaze --lengths 256 1024 4096 --steps 3)
+    LEARN_ARGS=(--configs popgym --minutes 5 --tag gpu)
+fi
+
+echo "== device"
+"$PY" - <<'EOF' | tee "$OUT/device.txt"
+import jax
+print("backend:", jax.default_backend())
+for device in jax.devices():
+    print("device:", device.device_kind, device)
+EOF
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/device.txt"
+fi
+
+echo "== train step, mimo (parallel scan) and gru"
+"$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --cores mimo gru --scan parallel --out "$OUT/train_step"
+
+echo "== POPGym RepeatPreviousEasy"
+"$PY" benchmarks/learning.py popgym "${LEARN_ARGS[@]}" --fresh --out "$OUT"
+echo "== results in $OUT"

@@ -1,0 +1,227 @@
+"""The scoreboard: train a list of (task, presets, budget) entries one after the other on this
+machine and compare each score with the published numbers.
+
+    python benchmarks/suite.py --list                 # the entries of the default CPU suite
+    python benchmarks/suite.py                        # run them all (resumes where it stopped)
+    python benchmarks/suite.py --only tmaze_passive_100 popgym_repeat_previous_easy
+    python benchmarks/suite.py --seed 1               # the second seed (own runs and records)
+
+Each entry runs `train.py` in its own run directory (benchmarks/runs/suite/<entry>[_seed<n>])
+for at most its budget of wall minutes, or until its target is met. Rerunning skips finished
+entries and continues an interrupted one where it stopped, counting the minutes it already had.
+Per entry it writes benchmarks/results/suite/<entry>.json (the curve, env steps, wall time,
+score) and a PNG of the curve; after every entry it rewrites benchmarks/results/SCOREBOARD.md:
+task | score (metric named) | target | env steps | wall time | published | chance level.
+
+Metrics: greedy success (mean score of the greedy evaluation episodes, best over the run),
+MMER (POPGym: the best mean of 100 consecutive training episodes) and bsuite accuracy (the
+fraction of the last 1,000 memory_len episodes answered right; > 62.5% passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS, run_metadata, utc_now, write_record  # noqa: E402
+
+METRICS = {
+    "greedy": "greedy success",
+    "mmer": "MMER",
+    "bsuite": "bsuite accuracy (last 1,000 episodes)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    name: str
+    task: str
+    presets: tuple
+    minutes: float
+    metric: str  # a METRICS key
+    target: float | None  # None: no published number to beat here (the row says so)
+    chance: str
+    published: str  # numbers with their source
+    args: tuple = ()  # extra train.py arguments
+
+
+POPGYM_SOURCE = "R2I (ICLR 2024, read from its figures); POPGym paper (Morad et al. 2023)"
+CPU_SUITE = (
+    Entry("tmaze_passive_50", "tmaze_passive_50", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
+          "Memory-RL (Ni et al. 2023): GPT solves passive T-Maze up to L = 1500, LSTM fails from ~250"),
+    Entry("tmaze_passive_100", "tmaze_passive_100", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
+          "Memory-RL (Ni et al. 2023): GPT solves passive T-Maze up to L = 1500, LSTM fails from ~250"),
+    Entry("tmaze_active_20", "tmaze_active_20", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
+          "Memory-RL (Ni et al. 2023): neither GPT nor LSTM solves long active T-Maze"),
+    Entry("popgym_repeat_previous_easy", "gym_popgym:popgym-RepeatPreviousEasy-v0", ("popgym", "cpu"), 60,
+          "mmer", 0.9, "-0.5 (random)", f"R2I ~0.8; PPO+GRU ~1.0 ({POPGYM_SOURCE})"),
+    Entry("popgym_repeat_first_easy", "gym_popgym:popgym-RepeatFirstEasy-v0", ("popgym", "cpu"), 60,
+          "mmer", 0.9, "-0.5 (random)", f"not given in BENCHMARKS.md ({POPGYM_SOURCE}); target 0.9 as"
+          " RepeatPrevious"),
+    Entry("popgym_count_recall_easy", "gym_popgym:popgym-CountRecallEasy-v0", ("popgym", "cpu"), 60,
+          "mmer", None, "-0.925 (random)", f"not given in BENCHMARKS.md ({POPGYM_SOURCE})"),
+    Entry("popgym_autoencode_easy", "gym_popgym:popgym-AutoencodeEasy-v0", ("popgym", "cpu"), 60,
+          "mmer", 0.36, "-0.5 (random)", f"R2I 0.36 ({POPGYM_SOURCE})"),
+    Entry("bsuite_memory_len_10", "dm_bsuite_memory_len/9", ("bsuite", "cpu"), 60, "bsuite", 0.625, "0.5",
+          "R2I: memory_len solved up to ~90-100 steps; DreamerV3 up to ~20-30 (bsuite pass: > 62.5%)"),
+    Entry("bsuite_memory_len_30", "dm_bsuite_memory_len/15", ("bsuite", "cpu"), 60, "bsuite", 0.625, "0.5",
+          "R2I: memory_len solved up to ~90-100 steps; DreamerV3 up to ~20-30 (bsuite pass: > 62.5%)"),
+    Entry("bsuite_memory_len_50", "dm_bsuite_memory_len/17", ("bsuite", "cpu"), 60, "bsuite", 0.625, "0.5",
+          "R2I: memory_len solved up to ~90-100 steps; DreamerV3 up to ~20-30 (bsuite pass: > 62.5%)"),
+)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    records = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # the line being written right now
+    return records
+
+
+def score(entry: Entry, logdir: Path) -> dict:
+    """The entry's metric over the run so far: {"score", "steps_at_target", "curve"}."""
+    episodes = read_jsonl(logdir / "scores.jsonl")
+    if entry.metric == "greedy":
+        curve = [(r["step"], r["eval/episode/score"]) for r in read_jsonl(logdir / "metrics.jsonl")
+                 if "eval/episode/score" in r]
+    elif entry.metric == "mmer":
+        returns = [e["episode/score"] for e in episodes]
+        curve = [(episodes[i]["step"], sum(returns[i - 99:i + 1]) / 100) for i in range(99, len(returns))]
+    else:
+        right = [e["episode/score"] > 0 for e in episodes]
+        curve = [(episodes[i]["step"], sum(right[max(0, i - 999):i + 1]) / min(i + 1, 1000))
+                 for i in range(999, len(right), 100)]
+    best = max((value for _, value in curve), default=None)
+    if entry.metric == "bsuite":
+        best = curve[-1][1] if curve else None  # bsuite judges the end of training
+    reached = None if entry.target is None else next(
+        (step for step, value in curve if value >= entry.target), None)
+    return {"score": best, "steps_at_target": reached, "curve": curve,
+            "env_steps": episodes[-1]["step"] if episodes else 0, "episodes": len(episodes)}
+
+
+def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> dict:
+    label = entry.name if seed == 0 else f"{entry.name}_seed{seed}"
+    record_path = out / f"{label}.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    if record.get("finished"):
+        print(f"{label}: finished earlier ({record['stopped']}), skipped", flush=True)
+        return record
+    logdir = runs / label
+    spent = record.get("wall_seconds", 0.0)
+    command = [sys.executable, str(ROOT / "recall2imagine" / "train.py"), "--configs", *entry.presets,
+               "--task", entry.task, "--seed", str(seed), "--logdir", str(logdir), *entry.args]
+    environ = dict(os.environ, **({"JAX_PLATFORMS": "cpu"} if "cpu" in entry.presets else {}))
+    print(f"{label}: {'continuing' if spent else 'starting'} ({spent / 60:.1f} of {entry.minutes:g} min used)",
+          flush=True)
+    start = time.time()
+    process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    stopped = "budget"
+    try:
+        while process.poll() is None:
+            time.sleep(poll)
+            now = score(entry, logdir)
+            elapsed = spent + time.time() - start
+            print(f"  {label}: {elapsed / 60:5.1f} min, {now['env_steps']:8d} env steps, "
+                  f"{METRICS[entry.metric]} {now['score']}", flush=True)
+            if now["steps_at_target"] is not None:
+                stopped = "target reached"
+                break
+            if elapsed >= entry.minutes * 60:
+                break
+    finally:
+        if process.poll() is None:
+            process.terminate()  # SIGTERM: train.py saves and exits
+            process.wait(timeout=600)
+    stderr = process.stderr.read() if process.stderr else ""
+    elapsed = spent + time.time() - start
+    result = score(entry, logdir)
+    if process.returncode not in (0, -15):
+        stopped = f"train.py exited {process.returncode}"
+    elif result["steps_at_target"] is not None:
+        stopped = "target reached"
+    elif elapsed < entry.minutes * 60:
+        stopped = "train.py ended by itself (run.steps spent or its own target)"
+    record = {"entry": entry.name, "seed": seed, "task": entry.task, "presets": list(entry.presets),
+              "metric": METRICS[entry.metric], "target": entry.target, "chance": entry.chance,
+              "published": entry.published, **result, "wall_seconds": round(elapsed, 1),
+              "budget_minutes": entry.minutes, "stopped": stopped,
+              "finished": process.returncode in (0, -15) and (stopped != "budget" or elapsed >= entry.minutes * 60),
+              "train_command": " ".join(command[1:]).replace(str(ROOT) + "/", ""),
+              "stderr_tail": stderr[-1500:] if process.returncode not in (0, -15) else "",
+              **run_metadata(["date", "cpus", "machine"])}
+    write_record(out / label, record)
+    if result["episodes"]:
+        from recall2imagine.plot import plot_runs
+
+        plot_runs([logdir], out / f"{label}.png", title=f"{entry.task} ({'+'.join(entry.presets)})")
+    return record
+
+
+def scoreboard(out: Path, path: Path) -> None:
+    """SCOREBOARD.md: one row per entry and seed that has a record in `out`, in suite order."""
+    order = {e.name: i for i, e in enumerate(CPU_SUITE)}
+    records = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    records.sort(key=lambda r: (order.get(r["entry"], len(order)), r["entry"], r["seed"]))
+    lines = ["# Scoreboard", "",
+             f"Written by `python benchmarks/suite.py` on {utc_now()}; each row links the entry's JSON.",
+             "", "| task | score | target | met | env steps | wall time | published | chance |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        value = "—" if r["score"] is None else f"{r['score']:.3f}"
+        if r["target"] is None:
+            met = "no target"
+        else:
+            met = "yes" if r["steps_at_target"] is not None else ("no" if r["finished"] else "running")
+        lines.append(f"| [{r['task']}](suite/{r['entry']}{'_seed' + str(r['seed']) if r['seed'] else ''}.json)"
+                     f" seed {r['seed']} | {value} ({r['metric']}) | {r['target']} | {met} | {r['env_steps']:,} "
+                     f"| {r['wall_seconds'] / 60:.1f} min | {r['published']} | {r['chance']} |")
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="print the entries and exit")
+    parser.add_argument("--only", nargs="+", default=None, help="entry names to run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--minutes", type=float, default=None, help="budget per entry instead of the entry's")
+    parser.add_argument("--preset", nargs="+", default=(), help="presets added after each entry's own")
+    parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs" / "suite")
+    parser.add_argument("--out", type=Path, default=RESULTS / "suite")
+    parser.add_argument("--poll", type=float, default=10.0, help="seconds between progress lines")
+    args = parser.parse_args(argv)
+    entries = [e for e in CPU_SUITE if args.only is None or e.name in args.only]
+    unknown = sorted(set(args.only or ()) - {e.name for e in CPU_SUITE})
+    if unknown:
+        parser.error(f"unknown entries {unknown}; valid: {', '.join(e.name for e in CPU_SUITE)}")
+    entries = [dataclasses.replace(e, presets=e.presets + tuple(args.preset),
+                                   minutes=args.minutes or e.minutes) for e in entries]
+    if args.list:
+        for e in entries:
+            goal = f">= {e.target}" if e.target is not None else "(no published target)"
+            print(f"{e.name:32s} {e.task:45s} --configs {' '.join(e.presets):22s} {e.minutes:g} min  "
+                  f"{METRICS[e.metric]} {goal}")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        run_entry(entry, args.seed, args.runs, args.out, args.poll)
+        scoreboard(args.out, args.out.parent / "SCOREBOARD.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Benchmark scripts that a user runs as they are: the GPU check, at debug sizes on CPU."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_CHECK = ROOT / "benchmarks" / "gpu_check.sh"
+
+
+def gpu_check(*args):
+    env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+    return subprocess.run(["bash", str(GPU_CHECK), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_runs_on_cpu_and_records_device_train_steps_and_popgym(tmp_path):
+    out = tmp_path / "gpu"
+    result = gpu_check("--tiny", str(out))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "backend: cpu" in (out / "device.txt").read_text()
+    steps = json.loads((out / "train_step.json").read_text())
+    assert {(r["ssm_type"], r["batch_length"]) for r in steps["results"]} == {
+        ("mimo", 16), ("gru", 16)}
+    assert all(r["train_step_s"] > 0 for r in steps["results"]) and steps["widths"]["ssm.scan"] == "parallel"
+    learning = json.loads((out / "learning_popgym_tiny.json").read_text())
+    assert learning["task"] == "gym_popgym:popgym-RepeatPreviousEasy-v0"
+    assert "--configs popgym debug" in learning["train_command"] and learning["exit_status"] == 0
+    assert (out / "runs" / "popgym_tiny" / "config.yaml").is_file()
+
+
+def test_gpu_check_refuses_an_unknown_option():
+    result = gpu_check("--huge")
+    assert result.returncode == 2 and "unknown option --huge" in result.stderr
+
+
+SUITE = [sys.executable, str(ROOT / "benchmarks" / "suite.py")]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_suite_runs_an_entry_writes_the_scoreboard_and_resumes(tmp_path):
+    out = tmp_path / "results" / "suite"
+    args = SUITE + ["--only", "tmaze_passive_50", "--preset", "debug", "--runs", str(tmp_path / "runs"),
+                    "--out", str(out), "--poll", "2"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    run = lambda *extra: subprocess.run(args + list(extra), cwd=ROOT, env=env, capture_output=True, text=True,
+                                        timeout=600)
+    first = run("--minutes", "0.2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    record = json.loads((out / "tmaze_passive_50.json").read_text())
+    assert record["finished"] and record["metric"] == "greedy success" and record["env_steps"] > 0
+    board = (tmp_path / "results" / "SCOREBOARD.md").read_text()
+    assert "| [tmaze_passive_50](suite/tmaze_passive_50.json) seed 0 |" in board and "Memory-RL" in board
+    # A finished entry is skipped; an interrupted one continues with the minutes it had.
+    assert "finished earlier" in run("--minutes", "0.2").stdout
+    (out / "tmaze_passive_50.json").write_text(json.dumps({**record, "finished": False, "wall_seconds": 6.0}))
+    last_step = lambda: read_jsonl(tmp_path / "runs" / "tmaze_passive_50" / "metrics.jsonl")[-1]["step"]
+    before = last_step()
+    again = run("--minutes", "0.25")
+    assert "continuing (0.1 of 0.25 min used)" in again.stdout, again.stdout[-2000:]
+    resumed = json.loads((out / "tmaze_passive_50.json").read_text())
+    assert resumed["finished"] and resumed["wall_seconds"] >= 15 and last_step() > before
+
+
+def test_suite_lists_the_cpu_entries_with_their_metrics():
+    listed = subprocess.run(SUITE + ["--list"], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+    for name in ("tmaze_passive_100", "tmaze_active_20", "popgym_repeat_first_easy", "bsuite_memory_len_50"):
+        assert name in listed
+    assert "MMER >= 0.36" in listed and "bsuite accuracy" in listed
