@@ -135,3 +135,16 @@ def write_record(stem, record: dict, rows=None, columns=None, comments=(), foote
         written.append(csv_path)
     print("wrote " + " and ".join(str(path) for path in written), flush=True)
     return written
+
+
+def read_jsonl(path) -> list[dict]:
+    """The records of a run's metrics.jsonl or scores.jsonl written so far ([] if none yet);
+    stops at a line still being written."""
+    path, records = Path(path), []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records

@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, run_metadata, write_record  # noqa: E402
+from benchmarks.common import RESULTS, read_jsonl, run_metadata, write_record  # noqa: E402
 
 TASKS = {
     "tmaze": {"configs": ["cpu", "tmaze"], "task": "tmaze_passive_50", "target": 0.95, "measure": "eval",
@@ -41,21 +41,9 @@ TASKS = {
 }
 
 
-def read_scores(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # the line being written right now
-    return records
-
-
 def read_evals(logdir: Path) -> list[dict]:
     """The greedy evaluation rows of metrics.jsonl (step, eval/episode/score)."""
-    return [row for row in read_scores(logdir / "metrics.jsonl") if "eval/episode/score" in row]
+    return [row for row in read_jsonl(logdir / "metrics.jsonl") if "eval/episode/score" in row]
 
 
 def main(argv=None) -> int:
@@ -87,7 +75,7 @@ def main(argv=None) -> int:
     environ = dict(os.environ)
     if "cpu" in configs:
         environ["JAX_PLATFORMS"] = "cpu"
-    earlier = read_scores(logdir / "scores.jsonl")  # a resumed run: what it had before this call
+    earlier = read_jsonl(logdir / "scores.jsonl")  # a resumed run: what it had before this call
     print("running:", " ".join(command[1:]), flush=True)
     start = time.time()
     process = subprocess.Popen(command, cwd=ROOT, env=environ,
@@ -106,7 +94,7 @@ def main(argv=None) -> int:
     try:
         while process.poll() is None and time.time() - start < args.minutes * 60:
             time.sleep(5)
-            scores = read_scores(logdir / "scores.jsonl")
+            scores = read_jsonl(logdir / "scores.jsonl")
             if len(scores) >= args.window:
                 mean = sum(s["episode/score"] for s in scores[-args.window:]) / args.window
                 best = max(best, mean)
@@ -118,7 +106,7 @@ def main(argv=None) -> int:
             process.terminate()  # SIGTERM: the run saves and exits
             process.wait(timeout=300)
     stderr = process.stderr.read() if process.stderr else ""
-    scores = read_scores(logdir / "scores.jsonl")
+    scores = read_jsonl(logdir / "scores.jsonl")
     window = scores[-args.window:]
     final = sum(s["episode/score"] for s in window) / max(len(window), 1)
     evals = [(row["step"], round(row["eval/episode/score"], 4)) for row in read_evals(logdir)]

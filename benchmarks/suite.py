@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, run_metadata, utc_now, write_record  # noqa: E402
+from benchmarks.common import RESULTS, read_jsonl, run_metadata, utc_now, write_record  # noqa: E402
 
 METRICS = {
     "greedy": "greedy success",
@@ -70,24 +70,11 @@ CPU_SUITE = (
           "mmer", None, "-0.925 (random)", f"not given in BENCHMARKS.md ({POPGYM_SOURCE})"),
     Entry("popgym_autoencode_easy", "gym_popgym:popgym-AutoencodeEasy-v0", ("popgym", "cpu"), 60,
           "mmer", 0.36, "-0.5 (random)", f"R2I 0.36 ({POPGYM_SOURCE})"),
-    Entry("bsuite_memory_len_10", "dm_bsuite_memory_len/9", ("bsuite", "cpu"), 60, "bsuite", 0.625, "0.5",
-          "R2I: memory_len solved up to ~90-100 steps; DreamerV3 up to ~20-30 (bsuite pass: > 62.5%)"),
-    Entry("bsuite_memory_len_30", "dm_bsuite_memory_len/15", ("bsuite", "cpu"), 60, "bsuite", 0.625, "0.5",
-          "R2I: memory_len solved up to ~90-100 steps; DreamerV3 up to ~20-30 (bsuite pass: > 62.5%)"),
-    Entry("bsuite_memory_len_50", "dm_bsuite_memory_len/17", ("bsuite", "cpu"), 60, "bsuite", 0.625, "0.5",
-          "R2I: memory_len solved up to ~90-100 steps; DreamerV3 up to ~20-30 (bsuite pass: > 62.5%)"),
+    # memory_len ids 9, 15, 17 are memory lengths 10, 30, 50.
+    *(Entry(f"bsuite_memory_len_{length}", f"dm_bsuite_memory_len/{index}", ("bsuite", "cpu"), 60, "bsuite",
+            0.625, "0.5", "R2I: memory_len solved up to ~90-100 steps; DreamerV3 up to ~20-30 (bsuite pass: > 62.5%)")
+      for length, index in ((10, 9), (30, 15), (50, 17))),
 )
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    records = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # the line being written right now
-    return records
 
 
 def score(entry: Entry, logdir: Path) -> dict:
