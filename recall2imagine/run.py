@@ -84,6 +84,8 @@ def setup_jax(config: Config) -> None:
         jax.config.update("jax_platforms", {"gpu": "cuda"}.get(config.jax.platform, config.jax.platform))
     if config.jax.compile_cache:
         jax.config.update("jax_compilation_cache_dir", str(Path(config.jax.compile_cache).expanduser()))
+        # Every compilation, not only those over a second: a rerun then compiles nothing.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     if config.jax.debug_nans:
         jax.config.update("jax_debug_nans", True)
     if config.jax.distributed:
