@@ -95,8 +95,10 @@ def score(entry: Entry, logdir: Path) -> dict:
         best = curve[-1][1] if curve else None  # bsuite judges the end of training
     reached = None if entry.target is None else next(
         (step for step, value in curve if value >= entry.target), None)
-    return {"score": best, "steps_at_target": reached, "curve": curve,
-            "env_steps": episodes[-1]["step"] if episodes else 0, "episodes": len(episodes)}
+    logged = read_jsonl(logdir / "metrics.jsonl")
+    steps = max([episodes[-1]["step"] if episodes else 0] + [r["step"] for r in logged[-1:]])
+    return {"score": best, "steps_at_target": reached, "curve": curve, "env_steps": steps,
+            "episodes": len(episodes)}
 
 
 def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> dict:

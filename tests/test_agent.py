@@ -220,7 +220,7 @@ def test_gru_agent_with_box_actions_trains_by_backprop_and_acts_in_bounds():
 def test_hcam_agent_trains_acts_and_checkpoints(tmp_path):
     # Chunks of 4 steps in 16-step windows: memory is written and read while training.
     config = build_config(["debug"], {"ssm_type": "hcam", "hcam.chunk": 4, "hcam.width": 8,
-                                      "hcam.heads": 2, "imag_starts": 0.5})
+                                      "hcam.heads": 2, "hcam.n_layers": 1, "imag_starts": 0.5})
     agent = Agent(VECTOR_SPACE, gym.spaces.Discrete(2), config)
     state = agent.init(0)
     data = memory_batch(2, 16, 8, seed=1, image=False)

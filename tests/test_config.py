@@ -210,7 +210,8 @@ RENAMED = {"ssm.parallel": "ssm.scan"}
 # Keys added since: key -> (default, {preset that sets it: value}).
 ADDED = {"run.solved_score": (1.0, {"tmaze": 0.95}), "run.solved_evals": (0, {"tmaze": 3}),
          **{f"hcam.{key}": (value, {}) for key, value in dict(
-             n_layers=2, chunk=16, top_k=4, heads=4, width=128, max_chunks=64, across_episodes=False).items()}}
+             n_layers=2, chunk=16, top_k=4, heads=4, width=128, across_episodes=False).items()},
+         "hcam.max_chunks": (64, {"cpu": 8})}
 
 
 @pytest.mark.parametrize("record", RESOLVED, ids=[" ".join(r["argv"]) or "defaults" for r in RESOLVED])

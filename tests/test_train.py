@@ -22,24 +22,16 @@ DEBUG = ["--configs", "debug", "--jax.compile_cache", str(CACHE)]
 TMAZE = DEBUG + ["--task", "tmaze_passive_5"]
 
 
-def environ(devices: int = 1, optimize: bool = False) -> dict:
-    """The run's environment. optimize: XLA optimisation level 1 instead of the suite's 0, for
-    models whose run time outweighs their compile time (the CNNs of the R2I presets: 4x slower
-    at level 0; level 1 compiles and runs them faster than the default)."""
+def environ(devices: int = 1) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", MUJOCO_GL="egl")
-    flags = env.get("XLA_FLAGS", "").split()
-    if optimize:
-        flags = [f for f in flags if not f.startswith("--xla_backend_optimization_level")]
-        flags.append("--xla_backend_optimization_level=1")
     if devices > 1:
-        flags.append(f"--xla_force_host_platform_device_count={devices}")
-    env["XLA_FLAGS"] = " ".join(flags)
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
     return env
 
 
-def train(args, timeout=300, devices=1, check=True, optimize=False):
-    result = subprocess.run(TRAIN + list(args), capture_output=True, text=True, cwd=ROOT,
-                            env=environ(devices, optimize), timeout=timeout)
+def train(args, timeout=300, devices=1, check=True):
+    result = subprocess.run(TRAIN + list(args), capture_output=True, text=True, cwd=ROOT, env=environ(devices),
+                            timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"train.py exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -211,7 +203,8 @@ SMALL = ["--envs.amount", "1", "--run.steps", "120", "--batch_size", "2", "--bat
 
 
 def r2i_command(preset, task, name, logdir):
-    return ["--configs", preset, "tiny", "--task", task, "--wdb_name", name, "--logdir", str(logdir)] + SMALL
+    # The debug sizes after the R2I preset: the command's flags and preset at test cost.
+    return ["--configs", preset, "debug", "--task", task, "--wdb_name", name, "--logdir", str(logdir)] + SMALL
 
 
 @pytest.mark.slow
@@ -219,15 +212,14 @@ def test_r2i_readme_memory_maze_commands_train_on_cpu(tmp_path):
     # One after the other: the second compiles nothing (same model, the suite's compile cache).
     for name, extra in (("plain", []), ("lfs", ["--use_lfs", "True", "--lfs_dir", str(tmp_path / "durable")])):
         args = r2i_command("mmaze", "gym_memory_maze:MemoryMaze-9x9-v0", "memory_maze_9x9", tmp_path / name)
-        train(args + extra, timeout=600, optimize=True)
+        train(args + extra, timeout=600)
         assert any("loss/image" in m for m in read_jsonl(tmp_path / name / "metrics.jsonl")), name
 
 
 @pytest.mark.slow
 def test_r2i_readme_memory_maze_command_trains_on_two_devices(tmp_path):
     args = r2i_command("mmaze", "gym_memory_maze:MemoryMaze-9x9-v0", "memory_maze_9x9", tmp_path / "run")
-    train(args + ["--jax.train_devices", "0", "1", "--jax.policy_devices", "0"], devices=2, timeout=600,
-          optimize=True)
+    train(args + ["--jax.train_devices", "0", "1", "--jax.policy_devices", "0"], devices=2, timeout=600)
     assert any("loss/image" in m for m in read_jsonl(tmp_path / "run" / "metrics.jsonl"))
 
 
