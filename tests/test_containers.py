@@ -261,8 +261,8 @@ def test_fresh_venv_from_cpu_requirements_trains(tmp_path):
     # The suite's persistent compilation cache (same jax version) only saves compile time.
     logdir = tmp_path / "run"
     _run([python, "-m", "recall2imagine.train", "--configs", "debug", "--task", "tmaze_passive_5",
-          "--run.steps", "200", "--logdir", logdir, "--jax.compile_cache", ROOT / ".jax_cache"],
-         cwd=elsewhere, env=env, timeout=900, what="a 200-step debug training")
+          "--run.steps", "120", "--logdir", logdir, "--jax.compile_cache", ROOT / ".jax_cache"],
+         cwd=elsewhere, env=env, timeout=900, what="a 120-step debug training")
     metrics = _jsonl(logdir / "metrics.jsonl")
     assert all(isinstance(m.get("step"), int) for m in metrics), metrics[:3]
     assert max(m["step"] for m in metrics) > 0, metrics

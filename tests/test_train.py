@@ -141,7 +141,7 @@ def test_a_solved_run_stops_saying_so_and_rerunning_it_trains_no_further(tmaze_r
 
 
 def test_a_popgym_debug_run_trains_and_logs_episodes(tmp_path):
-    train(DEBUG + ["--task", "gym_popgym:popgym-RepeatPreviousEasy-v0", "--run.steps", "300",
+    train(DEBUG + ["--task", "gym_popgym:popgym-RepeatPreviousEasy-v0", "--run.steps", "200",
                    "--logdir", str(tmp_path)])
     assert any("loss/vector" in m for m in read_jsonl(tmp_path / "metrics.jsonl"))
     scores = read_jsonl(tmp_path / "scores.jsonl")
@@ -189,12 +189,12 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 def test_lfs_run_restores_a_deleted_logdir_and_continues(tmp_path):
     logdir, lfs = tmp_path / "scratch" / "run", tmp_path / "durable"
     args = TMAZE + ["--use_lfs", "True", "--lfs_dir", str(lfs), "--logdir", str(logdir)]
-    train(args + ["--run.steps", "300"])
+    train(args + ["--run.steps", "200"])
     first = last_checkpoint_step(logdir)
     shutil.rmtree(logdir.parent)
-    result = train(args + ["--run.steps", "500"])
+    result = train(args + ["--run.steps", "320"])
     assert "Resuming" in result.stdout
-    assert last_checkpoint_step(logdir) >= 500 > first >= 300
+    assert last_checkpoint_step(logdir) >= 320 > first >= 200
 
 
 # The small overrides, plus a low train ratio: a handful of updates proves training runs.
