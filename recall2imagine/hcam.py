@@ -215,8 +215,10 @@ class HCAMBlock(nn.Module):
         project = lambda bias=True: nn.DenseGeneral(per_head, use_bias=bias, dtype=self.dtype)
         merge = lambda bias=True: nn.DenseGeneral(self.features, axis=(-2, -1), use_bias=bias,
                                                   dtype=self.dtype)
-        # Rows are stored in float32 whatever the compute dtype.
-        self.norm = nn.LayerNorm()
+        # Rows are stored in float32 whatever the compute dtype. eps 1e-3 (DreamerV3's): the
+        # world model's core input is exactly zero at an episode start, and LayerNorm's
+        # gradient there scales with 1/sqrt(eps) (1000x with flax's default 1e-6).
+        self.norm = nn.LayerNorm(epsilon=1e-3)
         self.local_q, self.local_k, self.local_v = project(), project(), project()
         self.local_out = merge()
         self.local_bias = self.param("local_bias", nn.initializers.zeros,
@@ -227,7 +229,7 @@ class HCAMBlock(nn.Module):
         self.read_q, self.read_k, self.read_v = project(), project(), project()
         # No bias: zero weights give an exactly zero readout.
         self.read_out = merge(bias=False)
-        self.mlp_norm = nn.LayerNorm()
+        self.mlp_norm = nn.LayerNorm(epsilon=1e-3)
         self.mlp_in = nn.Dense(4 * self.features, dtype=self.dtype)
         self.mlp_out = nn.Dense(self.features, dtype=self.dtype)
 

@@ -256,3 +256,17 @@ def test_imagined_steps_move_only_the_short_range_window(params, data):
     np.testing.assert_allclose(imagined["layers"][0]["window"], remembered["layers"][0]["window"],
                                atol=1e-5)
     assert not np.allclose(imagined["layers"][0]["window"], start["layers"][0]["window"])
+
+
+def test_an_all_zero_input_step_does_not_blow_up_the_input_gradient(params, data):
+    """The world model's core input is exactly zero at an episode start, and at init the
+    residual stream stays zero through every block there, so each of the 2 x n_layers
+    LayerNorms multiplies the gradient by 1/sqrt(eps): (1/sqrt(1e-3))^4 ~ 1e6 with eps 1e-3,
+    1e12 with flax's default 1e-6 (which sent the first world-model gradients to ~1e8)."""
+    u, reset = data
+    zeroed = u.at[jnp.asarray(reset)].set(0.0)
+    sequence = jitted("base")[0]
+    grad = jax.grad(lambda x: sequence(params, x, reset)[0].sum())(zeroed)
+    at_starts = np.abs(np.asarray(grad)[np.asarray(reset)]).max()
+    elsewhere = np.abs(np.asarray(grad)[~np.asarray(reset)]).max()
+    assert at_starts < 1e6 * elsewhere, (at_starts, elsewhere)
