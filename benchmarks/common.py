@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -148,3 +149,16 @@ def read_jsonl(path) -> list[dict]:
             except json.JSONDecodeError:
                 break
     return records
+
+
+def start_training(configs, task: str, logdir, extra=()):
+    """Starts train.py on `task` with presets `configs` in `logdir` (CPU-only JAX when `cpu` is
+    among the presets). Returns (the command as recorded: repository-relative, without the
+    interpreter; the process, stdout discarded, stderr piped)."""
+    root = RESULTS.parents[1]
+    command = [sys.executable, str(root / "recall2imagine" / "train.py"), "--configs", *configs,
+               "--task", task, "--logdir", str(logdir), *extra]
+    environ = dict(os.environ, **({"JAX_PLATFORMS": "cpu"} if "cpu" in configs else {}))
+    process = subprocess.Popen(command, cwd=root, env=environ, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    return " ".join(command[1:]).replace(str(root) + "/", ""), process

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, read_jsonl, run_metadata, write_record  # noqa: E402
+from benchmarks.common import RESULTS, read_jsonl, run_metadata, start_training, write_record  # noqa: E402
 
 TASKS = {
     "tmaze": {"configs": ["cpu", "tmaze"], "task": "tmaze_passive_50", "target": 0.95, "measure": "eval",
@@ -70,16 +68,10 @@ def main(argv=None) -> int:
 
         shutil.rmtree(logdir)
     configs = args.configs or spec["configs"]
-    command = [sys.executable, str(ROOT / "recall2imagine" / "train.py"), "--configs", *configs,
-               "--task", spec["task"], "--logdir", str(logdir), *args.extra]
-    environ = dict(os.environ)
-    if "cpu" in configs:
-        environ["JAX_PLATFORMS"] = "cpu"
     earlier = read_jsonl(logdir / "scores.jsonl")  # a resumed run: what it had before this call
-    print("running:", " ".join(command[1:]), flush=True)
     start = time.time()
-    process = subprocess.Popen(command, cwd=ROOT, env=environ,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    command, process = start_training(configs, spec["task"], logdir, args.extra)
+    print("running:", command, flush=True)
     reached = None
     best = float("-inf")
     scores: list[dict] = []
@@ -120,7 +112,7 @@ def main(argv=None) -> int:
         "wall_seconds": round(time.time() - start, 1), "budget_minutes": args.minutes,
         "resumed_at_env_step": earlier[-1]["step"] if earlier else 0, "resumed_at_episode": len(earlier),
         **run_metadata(["command"], argv=["benchmarks/learning.py", *given]),
-        "train_command": " ".join(command[1:]).replace(str(ROOT) + "/", ""),
+        "train_command": command,
         **run_metadata(["date", "cpus", "machine"]),
         "exit_status": process.returncode, "stderr_tail": stderr[-1500:] if process.returncode else "",
     }

@@ -23,15 +23,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, read_jsonl, run_metadata, utc_now, write_record  # noqa: E402
+from benchmarks.common import RESULTS, read_jsonl, run_metadata, start_training, utc_now, write_record  # noqa: E402
 
 METRICS = {
     "greedy": "greedy success",
@@ -110,14 +108,10 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> di
         return record
     logdir = runs / label
     spent = record.get("wall_seconds", 0.0)
-    command = [sys.executable, str(ROOT / "recall2imagine" / "train.py"), "--configs", *entry.presets,
-               "--task", entry.task, "--seed", str(seed), "--logdir", str(logdir), *entry.args]
-    environ = dict(os.environ, **({"JAX_PLATFORMS": "cpu"} if "cpu" in entry.presets else {}))
     print(f"{label}: {'continuing' if spent else 'starting'} ({spent / 60:.1f} of {entry.minutes:g} min used)",
           flush=True)
     start = time.time()
-    process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    command, process = start_training(entry.presets, entry.task, logdir, ("--seed", str(seed), *entry.args))
     stopped = "budget"
     try:
         while process.poll() is None:
@@ -149,7 +143,7 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> di
               "published": entry.published, **result, "wall_seconds": round(elapsed, 1),
               "budget_minutes": entry.minutes, "stopped": stopped,
               "finished": process.returncode in (0, -15) and (stopped != "budget" or elapsed >= entry.minutes * 60),
-              "train_command": " ".join(command[1:]).replace(str(ROOT) + "/", ""),
+              "train_command": command,
               "stderr_tail": stderr[-1500:] if process.returncode not in (0, -15) else "",
               **run_metadata(["date", "cpus", "machine"])}
     write_record(out / label, record)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from recall2imagine import nets
 from recall2imagine.config import between, non_negative, one_of, positive, subset_of
 from recall2imagine.nets import sg
+from recall2imagine.world_model import flat_steps
 
 ACTOR_GRADS = ("reinforce", "backprop")
 _HEAD = {"layers": non_negative, "units": positive, "act": one_of(*nets.ACTIVATIONS),
@@ -37,13 +38,7 @@ OPTIONS = {
 }
 
 
-def _flat_rows(core, index):
-    """Core states of (B, T, ...) leaves at flat steps index (N,), or all when None."""
-    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), core)
-    return flat if index is None else jax.tree.map(lambda x: x[index], flat)
-
-
-def imagination_starts(outs, is_terminal, fraction=1.0, key=None, core_at=_flat_rows):
+def imagination_starts(outs, is_terminal, fraction=1.0, key=None, core_at=flat_steps):
     """Posterior states of a (B, T) batch as imagination starts.
 
     fraction 1.0 (R2I and DreamerV3): every state, N = B*T, in batch order.
@@ -57,7 +52,7 @@ def imagination_starts(outs, is_terminal, fraction=1.0, key=None, core_at=_flat_
     if fraction < 1.0:
         count = max(1, int(round(fraction * total)))
         index = jax.random.permutation(key, total)[:count]
-    rows = lambda x: _flat_rows(x, index)
+    rows = lambda x: flat_steps(x, index)
     return {"core": core_at(outs["core"], index), "stoch": rows(outs["stoch"]),
             "deter": rows(outs["deter"]), "is_terminal": rows(is_terminal)}
 

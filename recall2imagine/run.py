@@ -16,14 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from recall2imagine.config import ANY, Config, ConfigError, between, non_negative, one_of, positive
+from recall2imagine.config import ANY, Config, ConfigError, non_negative, one_of, positive
 from replay.storage import COMPRESSIONS
 
 __all__ = ["train", "TrainingError", "check_run_dir", "check_params"]
-
-
-def _device_indices(value) -> bool:
-    return bool(value) and min(value) >= 0
 
 
 OPTIONS = {
@@ -55,7 +51,7 @@ MEANING_KEYS = ("task", "replay.chunk", "ssm_type", "ssm.prenorm", "ssm_cell.dis
 
 def check_options(config) -> None:
     for key in ("jax.train_devices", "jax.policy_devices"):
-        if not _device_indices(config[key]):
+        if not config[key] or min(config[key]) < 0:
             raise ConfigError(f"Config key '{key}' must list device indices >= 0, got {config[key]}.")
     if config.use_lfs and not config.lfs_dir:
         raise ConfigError("use_lfs is True but lfs_dir is empty: pass --lfs_dir DIR (a durable directory).")

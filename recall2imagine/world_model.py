@@ -45,6 +45,12 @@ def swap_bt(x):
     return jnp.swapaxes(x, 0, 1)
 
 
+def flat_steps(tree, index=None):
+    """(B, T, ...) leaves -> (B*T, ...) in batch-major order, or their rows ``index`` (N,)."""
+    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+    return flat if index is None else jax.tree.map(lambda x: x[index], flat)
+
+
 def bound_action(action, limit):
     """Scales actions outside [-limit, limit] back onto it, keeping their gradient
     (R2I, DreamerV3); clipping would zero the gradient outside the box."""
@@ -304,8 +310,7 @@ class WorldModel:
             index = jnp.arange(core["reset"].size) if index is None else index
             return self.net.apply(params, core, index % length, index // length,
                                   method=WorldModelNet.core_state_at)
-        flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), core)
-        return flat if index is None else jax.tree.map(lambda x: x[index], flat)
+        return flat_steps(core, index)
 
     def img_step(self, params, state, action, key):
         """Prior step: state {core, stoch, deter} (N, ...), action (N, A) -> next state."""
