@@ -36,7 +36,16 @@ TASKS = {
               "note": "passive T-Maze, corridor 50; a memoryless agent gets 0.5"},
     "popgym": {"configs": ["popgym", "cpu"], "task": "gym_popgym:popgym-RepeatPreviousEasy-v0", "target": 0.9,
                "measure": "train", "note": "POPGym RepeatPreviousEasy; random -0.5, R2I published ~0.8"},
+    "visualmatch": {"configs": ["cpu", "visualmatch"], "task": "visualmatch_30", "target": 0.9, "measure": "success",
+                    "note": "Visual Match, distractor phase 30; greedy success, memoryless 1/3"},
+    "keytodoor": {"configs": ["cpu", "keytodoor"], "task": "keytodoor_30", "target": 0.9, "measure": "success",
+                  "note": "Key-to-Door, distractor phase 30; greedy success (key taken, door reached)"},
+    "ballet": {"configs": ["cpu", "ballet"], "task": "ballet_2_delay16", "target": 0.9, "measure": "success",
+               "extra": ["--envs.obs", "symbolic"],
+               "note": "Ballet 2 dancers, delay 16, symbolic observation; greedy success, chance 0.5"},
 }
+# The measures: mean of the last --window training episodes, or a key of the greedy evaluations.
+EVAL_KEYS = {"eval": "eval/episode/score", "success": "eval/episode/success"}
 
 
 def read_evals(logdir: Path) -> list[dict]:
@@ -70,7 +79,7 @@ def main(argv=None) -> int:
     configs = args.configs or spec["configs"]
     earlier = read_jsonl(logdir / "scores.jsonl")  # a resumed run: what it had before this call
     start = time.time()
-    command, process = start_training(configs, spec["task"], logdir, args.extra)
+    command, process = start_training(configs, spec["task"], logdir, spec.get("extra", []) + args.extra)
     print("running:", command, flush=True)
     reached = None
     best = float("-inf")
@@ -92,7 +101,9 @@ def main(argv=None) -> int:
                 best = max(best, mean)
                 check("train", mean, scores[-1]["step"])
             for row in read_evals(logdir)[evals_before:]:
-                check("eval", row["eval/episode/score"], row["step"])
+                for measure, key in EVAL_KEYS.items():
+                    if key in row:
+                        check(measure, row[key], row["step"])
     finally:
         if process.poll() is None:
             process.terminate()  # SIGTERM: the run saves and exits
@@ -102,12 +113,16 @@ def main(argv=None) -> int:
     window = scores[-args.window:]
     final = sum(s["episode/score"] for s in window) / max(len(window), 1)
     evals = [(row["step"], round(row["eval/episode/score"], 4)) for row in read_evals(logdir)]
+    successes = [(row["step"], round(row["eval/episode/success"], 4)) for row in read_evals(logdir)
+                 if "eval/episode/success" in row]
     result = {
         "task": spec["task"], "note": spec["note"], "target": spec["target"], "measure": spec["measure"],
         "reached": reached,
         "best_mean_score": None if best == float("-inf") else round(best, 4), "final_mean_score": round(final, 4),
         "best_eval_score": max((v for _, v in evals), default=None),
         "last_eval_score": evals[-1][1] if evals else None, "eval_curve": evals,
+        **({"best_eval_success": max(v for _, v in successes), "last_eval_success": successes[-1][1],
+            "eval_success_curve": successes} if successes else {}),
         "window_episodes": args.window, "episodes": len(scores), "env_steps": scores[-1]["step"] if scores else 0,
         "wall_seconds": round(time.time() - start, 1), "budget_minutes": args.minutes,
         "resumed_at_env_step": earlier[-1]["step"] if earlier else 0, "resumed_at_episode": len(earlier),
@@ -122,6 +137,9 @@ def main(argv=None) -> int:
         from recall2imagine.plot import plot_runs
 
         plot_runs([logdir], args.out / f"learning_{label}.png", title=f"{spec['task']}\n{spec['note']}")
+        if successes:
+            plot_runs([logdir], args.out / f"learning_{label}_success.png", metric=EVAL_KEYS["success"],
+                      title=f"{spec['task']}: greedy evaluation success\n{spec['note']}")
     print(json.dumps(result, indent=2))
     return 0
 

@@ -38,10 +38,25 @@ from env_wrappers.bsuite_env import score as bsuite_score
 from env_wrappers.vector import FLAG_KEYS, VectorEnv, make_vector
 from env_wrappers.wrappers import ConvertSpaces, SeedFirstReset
 
-__all__ = ["make", "make_vector", "VectorEnv", "FLAG_KEYS", "bsuite_score", "SUITES"]
+__all__ = ["make", "make_vector", "VectorEnv", "FLAG_KEYS", "bsuite_score", "SUITES", "OBS_VARIANTS",
+           "obs_variants"]
 
 SUITES = ("gym_<module>:<id>", "gym_<id>", "gym_minigrid:<id>", "dm_bsuite_<id>", "tmaze_passive_<L>",
           "tmaze_active_<L>", "keytodoor_<L>", "visualmatch_<L>", "ballet_<dancers>_delay<16|48>")
+
+
+# Tasks that offer more than one observation layout, as make(task, obs=...); the first is the default.
+_OBS_BY_PREFIX = {"keytodoor_": ("vector", "image"), "visualmatch_": ("vector", "image"),
+                  "ballet_": ("image", "symbolic")}
+OBS_VARIANTS = tuple(dict.fromkeys(v for variants in _OBS_BY_PREFIX.values() for v in variants))
+
+
+def obs_variants(task: str) -> tuple[str, ...]:
+    """The values ``make(task, obs=...)`` takes, default first; () for a task with one layout."""
+    for prefix, variants in _OBS_BY_PREFIX.items():
+        if task.startswith(prefix):
+            return variants
+    return ()
 
 
 def make(task: str, seed: int | None = None, **kwargs) -> gymnasium.Env:

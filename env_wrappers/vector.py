@@ -21,7 +21,9 @@ class VectorEnv:
     its action and returns the first observation of a new episode (``is_first``,
     reward 0). Actions: (N,) ints for Discrete (or (N, n) one-hot), (N, ...) floats
     for Box. ``episodes`` lists the episodes that ended in the latest call as
-    dicts {"env": i, "return": float, "length": steps}.
+    dicts {"env": i, "return": float, "length": steps}, plus "success": bool
+    where the task's last step says (``info["success"]``: Key-to-Door, Visual
+    Match, Ballet).
     """
 
     def __init__(self, env: gymnasium.vector.VectorEnv):
@@ -50,7 +52,7 @@ class VectorEnv:
         actions = np.asarray(actions)
         if isinstance(self.act_space, spaces.Discrete) and actions.ndim == 2:
             actions = actions.argmax(-1)
-        obs, reward, terminated, truncated, _ = self.env.step(actions)
+        obs, reward, terminated, truncated, info = self.env.step(actions)
         is_first = self._is_last.copy()
         is_last = np.logical_or(terminated, truncated)
         self._returns[is_first] = 0
@@ -59,6 +61,10 @@ class VectorEnv:
         self._lengths += ~is_first
         self.episodes = [{"env": int(i), "return": float(self._returns[i]), "length": int(self._lengths[i])}
                          for i in np.flatnonzero(is_last)]
+        if "success" in info:  # vector infos: values plus a "_success" mask of the envs that set it
+            for episode in self.episodes:
+                if info["_success"][episode["env"]]:
+                    episode["success"] = bool(info["success"][episode["env"]])
         self._is_last = is_last
         return self._pack(obs, reward, is_first, is_last, np.asarray(terminated, bool))
 

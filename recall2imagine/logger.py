@@ -92,16 +92,20 @@ class Logger:
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=int(step))
 
-    def episode(self, step: int, score: float, length: int) -> None:
-        """One finished training episode: a line of scores.jsonl and the scalars."""
-        record = {"step": int(step), "episode/score": _plain(score), "episode/length": int(length)}
+    def episode(self, step: int, score: float, length: int, success: bool | None = None) -> None:
+        """One finished training episode: a line of scores.jsonl and the scalars (success where
+        the task reports one)."""
+        scalars = {"episode/score": float(score), "episode/length": int(length)}
+        if success is not None:
+            scalars["episode/success"] = float(success)
+        record = {"step": int(step), **scalars, "episode/score": _plain(score)}
         self._scores.write(json.dumps(record) + "\n")
         self._scores.flush()
         if self._writer is not None:
-            self._writer.add_scalar("episode/score", float(score), int(step))
-            self._writer.add_scalar("episode/length", int(length), int(step))
+            for key, value in scalars.items():
+                self._writer.add_scalar(key, value, int(step))
         if self._wandb is not None:
-            self._wandb.log({"episode/score": float(score), "episode/length": int(length)}, step=int(step))
+            self._wandb.log(scalars, step=int(step))
         self._last_score = float(score)
         self._scores_seen = (self._scores_seen + [float(score)])[-100:]
 

@@ -73,10 +73,11 @@ def plot_runs(logdirs, output, metric: str | None = None, weight: float = 0.9, t
             steps, values = read_series(path, key)
             if not len(steps):
                 continue
-            raw = style != "-"  # evaluation points, each already a mean over eval_eps episodes
+            # Evaluation points, each already a mean over eval_eps episodes, are drawn as logged.
+            raw = style != "-" or key.startswith("eval/")
             (line,) = ax.plot(steps, values if raw else smooth(values, weight), style,
                               marker="o" if raw else None, markersize=3,
-                              label=logdir.name + (" (eval)" if raw else ""), color=color)
+                              label=logdir.name + (" (eval)" if raw and not metric else ""), color=color)
             color = line.get_color()
             drawn += 1
     if not drawn:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from recall2imagine.config import ANY, Config, ConfigError, non_negative, one_of, positive
+from env_wrappers import OBS_VARIANTS, obs_variants
 from replay.storage import COMPRESSIONS
 
 __all__ = ["train", "TrainingError", "check_run_dir", "check_params"]
@@ -37,13 +38,16 @@ OPTIONS = {
     "run.steps": positive, "run.train_ratio": non_negative, "run.train_fill": non_negative,
     "run.log_every": non_negative, "run.save_every": non_negative, "run.eval_every": non_negative,
     "run.eval_eps": positive, "run.keep_ckpts": positive,
-    # Stop once greedy evaluation scores >= solved_score on solved_evals evaluations in a row (0: never).
-    "run.solved_score": ANY, "run.solved_evals": non_negative,
+    # Stop once greedy evaluation's solved_metric (the mean return, or the fraction of episodes
+    # the task counts as a success) is >= solved_score on solved_evals evaluations in a row (0: never).
+    "run.solved_score": ANY, "run.solved_evals": non_negative, "run.solved_metric": one_of("score", "success"),
     "envs.amount": positive, "envs.parallel": one_of("none", "process"),
+    # Observation variant of tasks that offer several ('': the task's default).
+    "envs.obs": one_of("", *OBS_VARIANTS),
 }
 # Keys that change what a stored run means without changing a parameter shape: resuming
 # with another value would mix two experiments. Shape changes are found from the model.
-MEANING_KEYS = ("task", "replay.chunk", "ssm_type", "ssm.prenorm", "ssm_cell.discretization",
+MEANING_KEYS = ("task", "envs.obs", "replay.chunk", "ssm_type", "ssm.prenorm", "ssm_cell.discretization",
                 "encoder.symlog_inputs", "decoder.image_dist", "decoder.vector_dist",
                 "reward_head.bin_limit", "critic.bin_limit", "rssm.act", "encoder.act", "decoder.act",
                 "reward_head.act", "cont_head.act", "actor.act", "critic.act", "expl.act")
@@ -58,6 +62,12 @@ def check_options(config) -> None:
     if config.batch_size % len(config.jax.train_devices):
         raise ConfigError(f"batch_size ({config.batch_size}) must be divisible by the number of "
                           f"jax.train_devices ({len(config.jax.train_devices)}).")
+    if config.envs.obs and config.envs.obs not in obs_variants(config.task):
+        offered = obs_variants(config.task)
+        raise ConfigError(
+            f"envs.obs is {config.envs.obs!r}, but task {config.task!r} "
+            + (f"offers {', '.join(map(repr, offered))}" if offered else "has one observation layout")
+            + ": pass one of those or '' (the task's default).")
     per_stream = config.replay_size // config.envs.amount
     if config.batch_length > per_stream:
         raise ConfigError(
@@ -198,13 +208,18 @@ def _check_finite(metrics: dict, step: int) -> None:
         )
 
 
+def env_kwargs(config: Config) -> dict:
+    """The config's arguments for `env_wrappers.make` beyond task and seed."""
+    return {"obs": config.envs.obs} if config.envs.obs else {}
+
+
 def evaluate(agent, state, config: Config, episodes: int, seed: int) -> dict:
     """Greedy episodes on a fresh env; returns eval/ metrics."""
     import jax
 
     from env_wrappers import make_vector
 
-    env = make_vector(config.task, 1, seed=seed, parallel=False)
+    env = make_vector(config.task, 1, seed=seed, parallel=False, **env_kwargs(config))
     try:
         obs = env.reset()
         carry = agent.initial_carry(1)
@@ -217,8 +232,11 @@ def evaluate(agent, state, config: Config, episodes: int, seed: int) -> dict:
             results += env.episodes
     finally:
         env.close()
-    return {"eval/episode/score": float(np.mean([e["return"] for e in results])),
-            "eval/episode/length": float(np.mean([e["length"] for e in results]))}
+    scores = {"eval/episode/score": float(np.mean([e["return"] for e in results])),
+              "eval/episode/length": float(np.mean([e["length"] for e in results]))}
+    if any("success" in e for e in results):
+        scores["eval/episode/success"] = float(np.mean([e.get("success", False) for e in results]))
+    return scores
 
 
 def train(config: Config) -> int:
@@ -248,7 +266,7 @@ def train(config: Config) -> int:
         saved = check_run_dir(logdir, config)
         try:
             env = make_vector(config.task, config.envs.amount, seed=config.seed,
-                              parallel=config.envs.parallel == "process")
+                              parallel=config.envs.parallel == "process", **env_kwargs(config))
         except (ValueError, TypeError) as e:
             raise ConfigError(f"Cannot make task {config.task!r}: {e}") from None
         resources.append(env)
@@ -348,7 +366,8 @@ class Loop:
         self.counters["step"] += self.amount
         for episode in self.env.episodes:
             self.counters["episodes"] += 1
-            self.logger.episode(self.counters["step"], episode["return"], episode["length"])
+            self.logger.episode(self.counters["step"], episode["return"], episode["length"],
+                                episode.get("success"))
 
     def train(self) -> None:
         """As many updates as the train ratio has earned since the last one."""
@@ -400,7 +419,8 @@ class Loop:
             scores = evaluate(self.agent, self.state, self.config, self.config.run.eval_eps,
                               seed=self.config.seed + 10_000 + counters["episodes"])
             self.logger.scalars(counters["step"], scores)
-            at_target = scores["eval/episode/score"] >= self.config.run.solved_score
+            measure = scores.get(f"eval/episode/{self.config.run.solved_metric}")
+            at_target = measure is not None and measure >= self.config.run.solved_score
             counters["solved_streak"] = counters["solved_streak"] + 1 if at_target else 0
 
     def solved(self) -> bool:
@@ -433,7 +453,7 @@ class Loop:
         self.log_period()
         run, step = self.config.run, self.counters["step"]
         if self.solved():
-            why = (f"Solved: greedy evaluation scored >= {run.solved_score:g} on {run.solved_evals} "
+            why = (f"Solved: greedy evaluation {run.solved_metric} >= {run.solved_score:g} on {run.solved_evals} "
                    f"evaluations in a row, at env step {step}")
         elif self.stop.requested:
             why = f"Stopped by signal at env step {step}"

@@ -209,6 +209,7 @@ RESOLVED = json.loads((ROOT / "tests" / "data" / "resolved_configs.json").read_t
 RENAMED = {"ssm.parallel": "ssm.scan"}
 # Keys added since: key -> (default, {preset that sets it: value}).
 ADDED = {"run.solved_score": (1.0, {"tmaze": 0.95}), "run.solved_evals": (0, {"tmaze": 3}),
+         "run.solved_metric": ("score", {}), "envs.obs": ("", {}),
          **{f"hcam.{key}": (value, {}) for key, value in dict(
              n_layers=2, chunk=16, top_k=4, heads=4, width=128, across_episodes=False).items()},
          "hcam.max_chunks": (64, {"cpu": 8})}
@@ -224,6 +225,38 @@ def test_every_preset_and_r2i_command_resolves_as_recorded(record, capsys):
     for key, (default, presets) in ADDED.items():
         expected[key] = next((v for preset, v in presets.items() if preset in record["argv"]), default)
     assert printed == expected
+
+
+@pytest.mark.parametrize("task, obs, words", [
+    ("tmaze_passive_5", "symbolic", ["envs.obs is 'symbolic'", "'tmaze_passive_5' has one observation layout"]),
+    ("ballet_2_delay16", "vector", ["envs.obs is 'vector'", "offers 'image', 'symbolic'"]),
+    ("visualmatch_30", "pixels", ["'envs.obs' is 'pixels'", "'vector', 'image', 'symbolic'"]),
+])
+def test_an_observation_layout_the_task_does_not_offer_is_refused(task, obs, words):
+    with pytest.raises(ConfigError) as error:
+        validate(build_config(["debug"], {"task": [task], "envs.obs": [obs]}))
+    for word in words:
+        assert word in str(error.value)
+    validate(build_config(["debug"], {"task": ["ballet_2_delay16"], "envs.obs": ["symbolic"]}))
+
+
+@pytest.mark.parametrize("names, task", [(["cpu", "visualmatch"], "visualmatch_30"),
+                                         (["cpu", "keytodoor"], "keytodoor_30"),
+                                         (["cpu", "ballet"], "ballet_2_delay16"),
+                                         (["minigrid"], "gym_minigrid:MiniGrid-MemoryS7-v0")])
+def test_memory_presets_resolve_and_keep_whole_episodes_in_a_training_sequence(names, task):
+    config = validate(build_config(names))
+    assert config.task == task
+    # Episode lengths: L + 30 (Visual Match), L + 25 (Key-to-Door), up to the time limit (Ballet
+    # 320 at delay 16, MiniGrid MemoryS7 5 * 7^2).
+    longest = {"visualmatch_30": 60, "keytodoor_30": 55, "ballet_2_delay16": 320,
+               "gym_minigrid:MiniGrid-MemoryS7-v0": 245}[task]
+    assert config.batch_length >= longest
+    # Key-to-Door shares Visual Match's settings through the YAML anchor.
+    if task == "keytodoor_30":
+        other = validate(build_config(["cpu", "visualmatch"])).flat()
+        assert {k: v for k, v in config.flat().items() if k != "task"} == {
+            k: v for k, v in other.items() if k != "task"}
 
 
 def test_every_default_key_is_declared_by_exactly_one_part():

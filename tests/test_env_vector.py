@@ -29,6 +29,20 @@ def test_flags_follow_first_last_terminal_and_the_step_after_last_is_a_reset():
     assert envs.episodes == []
 
 
+@pytest.mark.parametrize("task, successes", [("visualmatch_2", {False, True}), ("ballet_1_delay16", {False, True}),
+                                             ("tmaze_passive_3", set())])
+def test_episodes_carry_the_tasks_success_where_it_reports_one(task, successes):
+    envs = env_wrappers.make_vector(task, num_envs=4, seed=0)
+    envs.reset()
+    rng, seen = np.random.default_rng(0), []
+    while len(seen) < 40:
+        envs.step(rng.integers(envs.act_space.n, size=4))
+        seen += envs.episodes
+    assert {e["success"] for e in seen if "success" in e} == successes
+    if successes:  # every episode says, and success goes with the final reward
+        assert all("success" in e for e in seen)
+
+
 def test_truncation_is_last_but_not_terminal():
     envs = env_wrappers.make_vector("gym_CartPole-v1", num_envs=3, seed=0, max_episode_steps=5)
     envs.reset()

@@ -18,13 +18,15 @@ def test_metrics_and_scores_files_have_the_documented_keys(tmp_path):
     logger = Logger(tmp_path, total_steps=100, config=build_config(["debug"]), console=True)
     logger.scalars(10, {"loss/image": np.float32(0.5), "fps/env": 12.0, "train/ratio": np.array(31.5)})
     logger.episode(12, score=0.75, length=51)
+    logger.episode(13, score=5.0, length=60, success=True)
     logger.progress(12, fps=3.0, train_fps=96.0)
     logger.summary(12, {"loss/image": 0.5})
     logger.close()
     metrics = read_jsonl(tmp_path / "metrics.jsonl")
     assert metrics == [{"step": 10, "loss/image": 0.5, "fps/env": 12.0, "train/ratio": 31.5}]
     scores = read_jsonl(tmp_path / "scores.jsonl")
-    assert scores == [{"step": 12, "episode/score": 0.75, "episode/length": 51}]
+    assert scores == [{"step": 12, "episode/score": 0.75, "episode/length": 51},
+                      {"step": 13, "episode/score": 5.0, "episode/length": 60, "episode/success": 1.0}]
     assert list(tmp_path.glob("events.out.tfevents.*")), "no TensorBoard event file"
 
 

@@ -131,13 +131,29 @@ def test_a_solved_run_stops_saying_so_and_rerunning_it_trains_no_further(tmaze_r
     args = TMAZE + ["--run.steps", "100000", "--run.eval_every", "40", "--run.solved_score", "-10",
                     "--run.solved_evals", "2", "--logdir", str(logdir)]
     result = train(args)
-    assert "Solved: greedy evaluation scored >= -10 on 2 evaluations in a row" in result.stdout
+    assert "Solved: greedy evaluation score >= -10 on 2 evaluations in a row" in result.stdout
     stopped = last_checkpoint_step(logdir)
     assert 400 < stopped < 1000
     result = train(args)
     assert "Solved" in result.stdout and last_checkpoint_step(logdir) == stopped
     result = train(TMAZE + ["--run.steps", str(stopped + 20), "--logdir", str(logdir)])
     assert f"Finished: the budget of run.steps = {stopped + 20} env steps is spent" in result.stdout
+
+
+def test_a_visual_match_image_run_logs_success_and_stops_on_it(tmp_path):
+    # envs.obs reaches the env (an image task, so the CNN path), episodes log success, and a
+    # success target of 0 (any evaluation clears it) ends the run at the first evaluation.
+    result = train(DEBUG + ["--task", "visualmatch_2", "--envs.obs", "image", "--run.steps", "100000",
+                            "--run.eval_every", "100", "--run.solved_metric", "success", "--run.solved_score", "0",
+                            "--run.solved_evals", "1", "--logdir", str(tmp_path)])
+    assert "Solved: greedy evaluation success >= 0 on 1 evaluations in a row" in result.stdout
+    evals = [m for m in read_jsonl(tmp_path / "metrics.jsonl") if "eval/episode/success" in m]
+    assert len(evals) == 1 and 0.0 <= evals[0]["eval/episode/success"] <= 1.0
+    scores = read_jsonl(tmp_path / "scores.jsonl")
+    assert scores and all(s["episode/success"] in (0.0, 1.0) for s in scores)
+    assert all(s["episode/length"] == 32 for s in scores)
+    spec = json.loads((tmp_path / "replay" / "replay.json").read_text())["body"]["spec"]
+    assert spec["image"]["shape"] == [64, 64, 3] and "vector" not in spec
 
 
 def test_a_popgym_debug_run_trains_and_logs_episodes(tmp_path):
