@@ -212,7 +212,7 @@ class Agent:
         metrics.update(wm_metrics)
 
         length = batch["is_first"].shape[1]
-        core_at = lambda core, index: self.wm.core_states(wm_params, core, index, length)
+        core_at = lambda core, index: self.wm.core_states(wm_params, core, index, length, imagine=True)
         start = sg(imagination_starts(outs, batch["is_terminal"], self.config.imag_starts, start_key,
                                       core_at))
         expl_params = None

@@ -33,6 +33,8 @@ State (a dict; one batch axis B; float rows in float32):
     keys (B, M, H): chunk summaries (row means)
     accum (B, C, H): rows of the chunk being filled (zeros beyond the fill count)
     window (B, C, H): rows of the last C steps, oldest first (zeros where invalid)
+  frozen (only in states built by `HCAMCore.freeze` for imagination): n_layers dicts of
+    the memory's and window's projections, reused by imagined steps (remember=False)
 Every slot, row or key that is not valid holds zeros, so equal histories give equal
 states whichever mode built them.
 """
@@ -237,35 +239,60 @@ class HCAMBlock(nn.Module):
         x = x + mixed.astype(jnp.float32)
         return x + self.mlp_out(nn.gelu(self.mlp_in(self.mlp_norm(x)))).astype(jnp.float32)
 
-    def _chunk_logits(self, query, summaries, spec):
-        keys = self.mem_key(sg(summaries))
+    def _chunk_logits(self, query, summaries, spec, projected=None):
+        """Chunk logits of query against the summaries (projected: their mem_key already)."""
+        keys = self.mem_key(sg(summaries)) if projected is None else projected
         return jnp.einsum(spec, self.mem_query(query), keys).astype(jnp.float32) / math.sqrt(
             self.width)
+
+    def freeze(self, layer):
+        """The projections of a layer's memory and window that imagined steps reuse:
+        read keys and values of every stored row (B, M, C, heads, d), mem_key of the
+        summaries (B, M, F), local keys and values of the window (B, C, heads, d)."""
+        contents = self._contents(layer["contents"], jnp.arange(self.chunk))
+        return {"read_k": self.read_k(contents), "read_v": self.read_v(contents),
+                "mem_keys": self.mem_key(sg(layer["keys"])),
+                "window_k": self.local_k(layer["window"]), "window_v": self.local_v(layer["window"])}
 
     def _contents(self, rows, pos):
         """Stop-gradient rows plus the encoding of their slot pos (int, rows' shape[:-1])."""
         return sg(rows + sinusoid(self.chunk, self.features)[pos])
 
-    def step(self, x, state, layer):
+    def step(self, x, state, layer, frozen=None):
         """x (B, H) float32; state: the cleared shared bookkeeping; layer: this layer's
-        state. Returns (y (B, H), row (B, H) to append)."""
+        state; frozen: its `freeze` projections (imagination) or None. Returns
+        (y (B, H), row (B, H) to append, frozen with the window moved on, or None)."""
         row = self.norm(x)
-        keys_rows = jnp.concatenate([row[:, None], layer["window"][:, ::-1]], 1)
+        k_now, v_now = self.local_k(row), self.local_v(row)
+        if frozen is None:
+            window_k, window_v = self.local_k(layer["window"]), self.local_v(layer["window"])
+        else:
+            window_k, window_v = frozen["window_k"], frozen["window_v"]
         now = jnp.ones(row.shape[:1] + (1,), bool)
-        local = local_attention(self.local_q(row), self.local_k(keys_rows),
-                                self.local_v(keys_rows),
+        local = local_attention(self.local_q(row),
+                                jnp.concatenate([k_now[:, None], window_k[:, ::-1]], 1),
+                                jnp.concatenate([v_now[:, None], window_v[:, ::-1]], 1),
                                 jnp.concatenate([now, state["window_valid"][:, ::-1]], 1),
                                 self.local_bias)
-        logits = self._chunk_logits(row, layer["keys"], "bf,bmf->bm")
-        contents = self._contents(layer["contents"], jnp.arange(self.chunk))
+        logits = self._chunk_logits(row, layer["keys"], "bf,bmf->bm",
+                                    None if frozen is None else frozen["mem_keys"])
         if self.top_k:
             idx, weights = select_top_k(logits, state["valid"], self.top_k)
-            contents = jnp.take_along_axis(contents, idx[:, :, None, None], 1)
         else:
-            weights = masked_softmax(logits, state["valid"])
-        read = chunk_attention(self.read_q(row), self.read_k(contents), self.read_v(contents),
-                               weights)
-        return self._finish(x, self.local_out(local) + self.read_out(read)), row
+            idx, weights = None, masked_softmax(logits, state["valid"])
+        if frozen is None:
+            contents = self._contents(layer["contents"], jnp.arange(self.chunk))
+            if idx is not None:
+                contents = jnp.take_along_axis(contents, idx[:, :, None, None], 1)
+            read_k, read_v = self.read_k(contents), self.read_v(contents)
+        else:
+            gather = lambda a: a if idx is None else jnp.take_along_axis(a, idx[:, :, None, None, None], 1)
+            read_k, read_v = gather(frozen["read_k"]), gather(frozen["read_v"])
+        read = chunk_attention(self.read_q(row), read_k, read_v, weights)
+        if frozen is not None:
+            frozen = {**frozen, "window_k": jnp.concatenate([window_k[:, 1:], k_now[:, None]], 1),
+                      "window_v": jnp.concatenate([window_v[:, 1:], v_now[:, None]], 1)}
+        return self._finish(x, self.local_out(local) + self.read_out(read)), row, frozen
 
     def sequence(self, x, layout, prefix, ring):
         """x (T, B, H) float32; layout from `sequence_layout`; prefix (C, B, H) rows of
@@ -352,6 +379,15 @@ class HCAMCore(nn.Module):
                 "valid": jnp.zeros((batch, m), bool), "window_valid": jnp.zeros((batch, c), bool),
                 "layers": tuple(layer() for _ in range(self.n_layers))}
 
+    def freeze(self, state):
+        """``state`` plus the projections that imagined steps (remember=False) would
+        otherwise recompute from the unchanging memory on every step (key "frozen"):
+        each imagined step then reads them instead of projecting all stored rows and
+        the window again. Same outputs as the plain state; `step` with remember=True
+        drops them, since its writes would make them stale."""
+        return {**state, "frozen": tuple(block.freeze(layer)
+                                         for block, layer in zip(self.blocks, state["layers"]))}
+
     def step(self, u, reset, state, remember=True):
         """Acting: u (B, H), reset (B,) bool, state -> (y (B, H) in u's dtype, state).
         Reads memory before writing u's rows: a chunk completed now is read from the
@@ -360,20 +396,24 @@ class HCAMCore(nn.Module):
         if u.ndim != 2 or u.shape[-1] != self.features:
             raise ValueError(f"HCAMCore.step expects u of shape (B, {self.features}), "
                              f"got {u.shape}")
+        # Projections stay valid across a reset: it only masks memory and window out.
+        frozen = state.get("frozen") if not remember else None
         state = clear_on_reset(state, jnp.asarray(reset), self.across_episodes)
         fill = state["step"] % self.chunk
         complete = fill == self.chunk - 1
         write = complete[:, None] & (jnp.arange(self.max_chunks) == state["slot"][:, None])
         x = u.astype(jnp.float32)
-        layers = []
-        for block, layer in zip(self.blocks, state["layers"]):
-            x, row = block.step(x, state, layer)
+        layers, moved = [], []
+        for i, (block, layer) in enumerate(zip(self.blocks, state["layers"])):
+            x, row, layer_frozen = block.step(x, state, layer, None if frozen is None else frozen[i])
             layers.append(write_row(layer, row, fill, write))
+            moved.append(layer_frozen)
         now = jnp.ones(fill.shape + (1,), bool)
         window_valid = jnp.concatenate([state["window_valid"][:, 1:], now], 1)
         if not remember:
             layers = [{**old, "window": new["window"]} for old, new in zip(state["layers"], layers)]
-            return x.astype(u.dtype), {**state, "window_valid": window_valid, "layers": tuple(layers)}
+            state = {**state, "window_valid": window_valid, "layers": tuple(layers)}
+            return x.astype(u.dtype), state if frozen is None else {**state, "frozen": tuple(moved)}
         return x.astype(u.dtype), {
             "step": state["step"] + 1,
             "slot": jnp.where(complete, (state["slot"] + 1) % self.max_chunks, state["slot"]),

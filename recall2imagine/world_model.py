@@ -144,8 +144,9 @@ class WorldModelNet(nn.Module):
         stoch = self.sample(self.latent_logits(self.prior, deter), key)
         return {"core": core, "stoch": stoch, "deter": deter}
 
-    def core_state_at(self, trace, t, b):
-        return self.core.state_at(trace, t, b)
+    def core_state_at(self, trace, t, b, freeze=False):
+        state = self.core.state_at(trace, t, b)
+        return self.core.freeze(state) if freeze else state
 
     def decode(self, features):
         return self.decoder(features)
@@ -303,12 +304,14 @@ class WorldModel:
                                              swap_bt(is_first), keys))
         return jax.tree.map(swap_bt, outs)
 
-    def core_states(self, params, core, index, length):
+    def core_states(self, params, core, index, length, imagine=False):
         """Core states after the flat (batch-major) steps ``index`` (N,) of a (B, T = length)
-        observe pass; core: its outs["core"]; index None: every step, in order."""
+        observe pass; core: its outs["core"]; index None: every step, in order. imagine:
+        the states start imagination, so a traced core may add what its imagined steps
+        reuse (HCAM: the frozen memory's projections)."""
         if self.kind.traced:
             index = jnp.arange(core["reset"].size) if index is None else index
-            return self.net.apply(params, core, index % length, index // length,
+            return self.net.apply(params, core, index % length, index // length, imagine,
                                   method=WorldModelNet.core_state_at)
         return flat_steps(core, index)
 

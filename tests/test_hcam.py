@@ -258,6 +258,32 @@ def test_imagined_steps_move_only_the_short_range_window(params, data):
     assert not np.allclose(imagined["layers"][0]["window"], start["layers"][0]["window"])
 
 
+@pytest.mark.parametrize("name", ["base", "all"])
+def test_a_frozen_state_imagines_exactly_as_the_plain_one(params, data, name):
+    """freeze() precomputes the memory's and window's projections for imagined steps: the
+    outputs and states equal those of the plain state (top_k 2 and 0), also after a reset
+    (which only masks), and remembering drops the projections, since writes make them stale."""
+    core = make_core(name)
+    sequence, _, state_at = jitted(name)
+    u, reset = data
+    _, trace = sequence(params, u, reset)
+    start = state_at(params, trace, jnp.array([T - 1, 13]), jnp.array([0, 1]))
+    step = jax.jit(lambda state, x, reset, remember: core.apply(
+        params, x, reset, state, remember, method=HCAMCore.step), static_argnums=3)
+    frozen = jax.jit(lambda state: core.apply(params, state, method=HCAMCore.freeze))(start)
+    plain = start
+    for i in range(C + 2):
+        x = jax.random.normal(jax.random.key(20 + i), (2, H))
+        at_reset = jnp.array([False, i == 2])
+        (y_plain, plain), (y_frozen, frozen) = step(plain, x, at_reset, False), step(frozen, x, at_reset, False)
+        np.testing.assert_allclose(y_frozen, y_plain, rtol=1e-5, atol=1e-5)
+    assert_trees_close({k: v for k, v in frozen.items() if k != "frozen"}, plain, atol=1e-5)
+    window_k = jax.jit(lambda w: core.apply(params, w, method=lambda m, w: m.blocks[1].local_k(w)))
+    np.testing.assert_allclose(frozen["frozen"][1]["window_k"], window_k(plain["layers"][1]["window"]),
+                               rtol=1e-5, atol=1e-5)
+    assert "frozen" not in step(frozen, x, jnp.zeros(2, bool), True)[1]
+
+
 def test_an_all_zero_input_step_does_not_blow_up_the_input_gradient(params, data):
     """The world model's core input is exactly zero at an episode start, and at init the
     residual stream stays zero through every block there, so each of the 2 x n_layers
