@@ -73,6 +73,8 @@ def test_suite_runs_an_entry_writes_the_scoreboard_and_resumes(tmp_path):
 
 def test_suite_lists_the_cpu_entries_with_their_metrics():
     listed = subprocess.run(SUITE + ["--list"], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
-    for name in ("tmaze_passive_100", "tmaze_active_20", "popgym_repeat_first_easy", "bsuite_memory_len_50"):
+    for name in ("tmaze_passive_100", "tmaze_active_20", "popgym_repeat_first_easy", "bsuite_memory_len_50",
+                 "visualmatch_30", "keytodoor_30"):
         assert name in listed
     assert "MMER >= 0.36" in listed and "bsuite accuracy" in listed
+    assert "greedy success rate (final reward collected) >= 0.9" in listed
