@@ -237,7 +237,19 @@ def test_an_observation_layout_the_task_does_not_offer_is_refused(task, obs, wor
         validate(build_config(["debug"], {"task": [task], "envs.obs": [obs]}))
     for word in words:
         assert word in str(error.value)
-    validate(build_config(["debug"], {"task": ["ballet_2_delay16"], "envs.obs": ["symbolic"]}))
+
+
+@pytest.mark.parametrize("task, obs, spaces", [("visualmatch_3", "image", {"image": (64, 64, 3)}),
+                                               ("visualmatch_3", "", {"vector": (75,)}),
+                                               ("ballet_2_delay16", "symbolic", {"vector": (619,)})])
+def test_envs_obs_becomes_the_layout_of_the_environments_the_run_makes(task, obs, spaces):
+    from recall2imagine.run import env_kwargs
+    from env_wrappers import make_vector
+
+    config = validate(build_config(["debug"], {"task": [task], "envs.obs": [obs]}))
+    env = make_vector(config.task, 1, seed=0, **env_kwargs(config))
+    assert {key: space.shape for key, space in env.obs_space.spaces.items()} == spaces
+    env.close()
 
 
 @pytest.mark.parametrize("names, task", [(["cpu", "visualmatch"], "visualmatch_30"),
