@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Greedy-evaluation measures and their metrics.jsonl keys (`run.evaluate` writes them; success
+# only for tasks that report it).
+EVAL_KEYS = {"eval": "eval/episode/score", "success": "eval/episode/success"}
 
 
 def timed(fn, repeats: int):

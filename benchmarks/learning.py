@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, read_jsonl, run_metadata, start_training, write_record  # noqa: E402
+from benchmarks.common import EVAL_KEYS, RESULTS, read_jsonl, run_metadata, start_training, write_record  # noqa: E402
 
 TASKS = {
     "tmaze": {"configs": ["cpu", "tmaze"], "task": "tmaze_passive_50", "target": 0.95, "measure": "eval",
@@ -45,13 +45,12 @@ TASKS = {
                "extra": ["--envs.obs", "symbolic", "--batch_length", "128"],
                "note": "Ballet 2 dancers, delay 16, symbolic observation; greedy success, chance 0.5"},
 }
-# The measures: mean of the last --window training episodes, or a key of the greedy evaluations.
-EVAL_KEYS = {"eval": "eval/episode/score", "success": "eval/episode/success"}
+# The measures: "train" (mean of the last --window training episodes) or a key of EVAL_KEYS.
 
 
 def read_evals(logdir: Path) -> list[dict]:
     """The greedy evaluation rows of metrics.jsonl (step, eval/episode/score)."""
-    return [row for row in read_jsonl(logdir / "metrics.jsonl") if "eval/episode/score" in row]
+    return [row for row in read_jsonl(logdir / "metrics.jsonl") if EVAL_KEYS["eval"] in row]
 
 
 def main(argv=None) -> int:
@@ -113,9 +112,9 @@ def main(argv=None) -> int:
     scores = read_jsonl(logdir / "scores.jsonl")
     window = scores[-args.window:]
     final = sum(s["episode/score"] for s in window) / max(len(window), 1)
-    evals = [(row["step"], round(row["eval/episode/score"], 4)) for row in read_evals(logdir)]
-    successes = [(row["step"], round(row["eval/episode/success"], 4)) for row in read_evals(logdir)
-                 if "eval/episode/success" in row]
+    rows = read_evals(logdir)
+    evals, successes = ([(row["step"], round(row[key], 4)) for row in rows if key in row]
+                        for key in (EVAL_KEYS["eval"], EVAL_KEYS["success"]))
     result = {
         "task": spec["task"], "note": spec["note"], "target": spec["target"], "measure": spec["measure"],
         "reached": reached,

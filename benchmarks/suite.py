@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, read_jsonl, run_metadata, start_training, utc_now, write_record  # noqa: E402
+from benchmarks.common import EVAL_KEYS, RESULTS, read_jsonl, run_metadata, start_training, utc_now, write_record  # noqa: E402
 
 METRICS = {
     "greedy": "greedy success",
@@ -87,7 +87,7 @@ def score(entry: Entry, logdir: Path) -> dict:
     """The entry's metric over the run so far: {"score", "steps_at_target", "curve"}."""
     episodes = read_jsonl(logdir / "scores.jsonl")
     if entry.metric in ("greedy", "success"):
-        key = {"greedy": "eval/episode/score", "success": "eval/episode/success"}[entry.metric]
+        key = EVAL_KEYS["eval" if entry.metric == "greedy" else "success"]
         curve = [(r["step"], r[key]) for r in read_jsonl(logdir / "metrics.jsonl") if key in r]
     elif entry.metric == "mmer":
         returns = [e["episode/score"] for e in episodes]

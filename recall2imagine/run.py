@@ -62,8 +62,8 @@ def check_options(config) -> None:
     if config.batch_size % len(config.jax.train_devices):
         raise ConfigError(f"batch_size ({config.batch_size}) must be divisible by the number of "
                           f"jax.train_devices ({len(config.jax.train_devices)}).")
-    if config.envs.obs and config.envs.obs not in obs_variants(config.task):
-        offered = obs_variants(config.task)
+    offered = obs_variants(config.task)
+    if config.envs.obs and config.envs.obs not in offered:
         raise ConfigError(
             f"envs.obs is {config.envs.obs!r}, but task {config.task!r} "
             + (f"offers {', '.join(map(repr, offered))}" if offered else "has one observation layout")
