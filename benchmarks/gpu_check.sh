@@ -4,7 +4,9 @@
 #   2. the train step of mimo (parallel scan) and gru at R2I's Memory Maze widths
 #      (the mmaze preset) for T = 256, 1024 and 4096 (benchmarks/train_step.py),
 #   3. 5 minutes of POPGym RepeatPreviousEasy at the popgym preset (benchmarks/learning.py).
-# Everything lands in OUT (default benchmarks/results/gpu/).
+# Everything lands in OUT (default benchmarks/results/gpu/). A failing step does not stop the
+# others: summary.txt lists each step's exit status, and the script exits 1 if any failed.
+# XLA_FLAGS, if set, is recorded in device.txt and applies to every step.
 #
 #   bash benchmarks/gpu_check.sh                # on the GPU machine
 #   bash benchmarks/gpu_check.sh --tiny [OUT]   # the same steps at debug sizes, seconds, on CPU
@@ -24,6 +26,17 @@ for arg in "$@"; do
     esac
 done
 mkdir -p "$OUT"
+: > "$OUT/summary.txt"
+FAILED=0
+# step NAME COMMAND...: runs COMMAND, records its exit status in summary.txt, carries on.
+step() {
+    local name=$1 status=0
+    shift
+    echo "== $name"
+    "$@" || status=$?
+    echo "$name: exit $status" >> "$OUT/summary.txt"
+    [ "$status" = 0 ] || FAILED=1
+}
 
 if [ "$TINY" = 1 ]; then
     STEP_ARGS=(--presets debug --lengths 16 --steps 1 --batch 2)
@@ -33,20 +46,24 @@ else
     LEARN_ARGS=(--configs popgym --minutes 5 --tag gpu)
 fi
 
-echo "== device"
-"$PY" - <<'EOF' | tee "$OUT/device.txt"
+device() {
+    "$PY" - <<'EOF' | tee "$OUT/device.txt"
+import importlib.metadata, os
 import jax
 print("backend:", jax.default_backend())
 for device in jax.devices():
     print("device:", device.device_kind, device)
+print("versions:", ", ".join(f"{name} {importlib.metadata.version(name)}" for name in ("jax", "jaxlib", "flax", "optax")))
+print("XLA_FLAGS:", os.environ.get("XLA_FLAGS", ""))
 EOF
-if command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/device.txt"
-fi
-
-echo "== train step, mimo (parallel scan) and gru"
-"$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --cores mimo gru --scan parallel --out "$OUT/train_step"
-
-echo "== POPGym RepeatPreviousEasy"
-"$PY" benchmarks/learning.py popgym "${LEARN_ARGS[@]}" --fresh --out "$OUT"
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/device.txt"
+    fi
+}
+step device device
+step "train step, mimo (parallel scan) and gru" \
+    "$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --cores mimo gru --scan parallel --out "$OUT/train_step"
+step "POPGym RepeatPreviousEasy" "$PY" benchmarks/learning.py popgym "${LEARN_ARGS[@]}" --fresh --out "$OUT"
+cat "$OUT/summary.txt"
 echo "== results in $OUT"
+exit $FAILED

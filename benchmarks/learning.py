@@ -141,6 +141,10 @@ def main(argv=None) -> int:
             plot_runs([logdir], args.out / f"learning_{label}_success.png", metric=EVAL_KEYS["success"],
                       title=f"{spec['task']}: greedy evaluation success\n{spec['note']}")
     print(json.dumps(result, indent=2))
+    if process.returncode:
+        print(f"error: training exited with status {process.returncode} (stderr_tail in the record)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

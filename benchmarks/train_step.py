@@ -12,6 +12,7 @@ benchmarks/results/train_step.{json,csv}.
 """
 
 import argparse
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -28,6 +29,23 @@ from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
 
 OBS_DIM, ACTIONS = 16, 4
+IMAGE = (64, 64, 3)  # Memory Maze's frames, for presets whose encoder reads only images
+
+
+def observation_keys(config):
+    """`vector`, or `image` where the presets' encoder reads images and no vector (mmaze)."""
+    reads = lambda keys, name: re.match(keys, name) is not None  # noqa: E731
+    if reads(config.encoder.mlp_keys, "vector"):
+        return ["vector"]
+    if reads(config.encoder.cnn_keys, "image"):
+        return ["image"]
+    raise SystemExit(f"error: presets {config.encoder.to_dict()} read neither 'vector' nor 'image'")
+
+
+def observation_space(keys):
+    spaces = {"vector": gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32),
+              "image": gym.spaces.Box(0, 255, IMAGE, np.uint8)}
+    return gym.spaces.Dict({key: spaces[key] for key in keys})
 
 
 def parse_args():
@@ -49,12 +67,14 @@ def parse_args():
     return args
 
 
-def synthetic_batch(batch, length, seed=0):
+def synthetic_batch(batch, length, keys=("vector",), seed=0):
     rng = np.random.default_rng(seed)
     is_first = np.zeros((batch, length), bool)
     is_first[:, 0] = True
     is_first[rng.random((batch, length)) < 1 / 200] = True  # a few episode starts inside
-    return {"vector": rng.normal(size=(batch, length, OBS_DIM)).astype(np.float32),
+    obs = {"vector": lambda: rng.normal(size=(batch, length, OBS_DIM)).astype(np.float32),
+           "image": lambda: rng.integers(0, 256, (batch, length, *IMAGE), dtype=np.uint8)}
+    return {**{key: obs[key]() for key in keys},
             "action": np.eye(ACTIONS, dtype=np.float32)[rng.integers(0, ACTIONS, (batch, length))],
             "reward": rng.normal(size=(batch, length)).astype(np.float32),
             "is_first": is_first, "is_last": np.zeros((batch, length), bool),
@@ -64,10 +84,10 @@ def synthetic_batch(batch, length, seed=0):
 def measure(ssm_type, length, args):
     config = build_config(args.presets, {"ssm_type": ssm_type, "ssm.scan": args.scan,
                                          "batch_size": args.batch, "batch_length": length})
-    obs_space = gym.spaces.Dict({"vector": gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)})
-    agent = Agent(obs_space, gym.spaces.Discrete(ACTIONS), config)
+    keys = observation_keys(config)
+    agent = Agent(observation_space(keys), gym.spaces.Discrete(ACTIONS), config)
     state = agent.init(0)
-    batch = synthetic_batch(args.batch, length)
+    batch = synthetic_batch(args.batch, length, keys)
     arrays = {k: jax.numpy.asarray(batch[k]) for k in agent.batch_keys}
     wm_grad = jax.jit(jax.grad(lambda p, b, k: agent.wm.loss(p, b, k)[0]))
     wm_first, wm_times = timed(
@@ -83,16 +103,28 @@ def measure(ssm_type, length, args):
     return row
 
 
+def measure_or_record(ssm_type, length, args):
+    """`measure`, or a row naming the error where building or compiling the step fails (a
+    compiler's refusal on one backend, memory), so that one setting loses no other."""
+    try:
+        return measure(ssm_type, length, args)
+    except Exception as error:  # noqa: BLE001 - recorded and reported by the exit status
+        message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        print(f"{ssm_type:5s} T={length:5d}  FAILED  {message}", flush=True)
+        return {"ssm_type": ssm_type, "batch_length": length, "batch_size": args.batch, "error": message}
+
+
 def main():
     args = parse_args()
-    rows = [measure(t, length, args) for length in args.lengths for t in args.cores]
+    rows = [measure_or_record(t, length, args) for length in args.lengths for t in args.cores]
+    failed = [r for r in rows if "error" in r]
     ratios = []
     for length in args.lengths:
-        row = {r["ssm_type"]: r for r in rows if r["batch_length"] == length}
+        row = {r["ssm_type"]: r for r in rows if r["batch_length"] == length and "error" not in r}
         if "mimo" not in row:
             continue
         ratio = {"batch_length": length}
-        for core in (c for c in args.cores if c != "mimo"):
+        for core in (c for c in args.cores if c != "mimo" and c in row):
             ratio[f"train_{core}_over_mimo"] = row[core]["train_step_s"] / row["mimo"]["train_step_s"]
             ratio[f"wm_grad_{core}_over_mimo"] = row[core]["wm_grad_s"] / row["mimo"]["wm_grad_s"]
             print(f"T={length:5d}  {core}/mimo: train step x{ratio[f'train_{core}_over_mimo']:.2f}, "
@@ -101,10 +133,15 @@ def main():
     config = build_config(args.presets)
     record = {
         **agent_metadata(["python", "jax", "jaxlib", "flax", "optax", "numpy"], devices=True),
-        "widths": widths(config, args.presets, OBS_DIM, **{"ssm.scan": args.scan},
+        "widths": widths(config, args.presets, observation_space(observation_keys(config)), **{"ssm.scan": args.scan},
                          hcam=config.hcam.to_dict()),
         "results": rows, "ratios": ratios}
-    write_record(args.out, record, rows)
+    columns = list(dict.fromkeys(key for r in rows for key in r))
+    write_record(args.out, record, rows, columns=columns)
+    if failed:
+        print(f"error: {len(failed)} of {len(rows)} settings failed (recorded with their error)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def agent_metadata(packages, devices=False):
@@ -114,13 +151,13 @@ def agent_metadata(packages, devices=False):
     return run_metadata(names, packages=packages)
 
 
-def widths(config, presets, obs_dim, **settings):
+def widths(config, presets, obs_space, **settings):
     """The sizes a train-step time depends on (and `settings`), as recorded next to it."""
     return {"presets": presets, "rssm": config.rssm.to_dict(), "ssm.n_layers": config.ssm.n_layers,
             **settings, "mlp": f"{config.actor.layers} x {config.actor.units}",
-            "imag_horizon": config.imag_horizon, "obs": f"vector {obs_dim}",
+            "imag_horizon": config.imag_horizon, "obs": {key: list(space.shape) for key, space in obs_space.spaces.items()},
             "actions": f"discrete {ACTIONS}"}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

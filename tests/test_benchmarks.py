@@ -32,6 +32,40 @@ def test_gpu_check_tiny_runs_on_cpu_and_records_device_train_steps_and_popgym(tm
     assert learning["task"] == "gym_popgym:popgym-RepeatPreviousEasy-v0"
     assert "--configs popgym debug" in learning["train_command"] and learning["exit_status"] == 0
     assert (out / "runs" / "popgym_tiny" / "config.yaml").is_file()
+    assert (out / "summary.txt").read_text().splitlines() == [
+        "device: exit 0", "train step, mimo (parallel scan) and gru: exit 0", "POPGym RepeatPreviousEasy: exit 0"]
+    assert "versions: jax " in (out / "device.txt").read_text()
+
+
+def test_train_step_feeds_each_preset_the_observation_its_encoder_reads():
+    from benchmarks.train_step import IMAGE, observation_keys, observation_space, synthetic_batch
+    from recall2imagine.config import build_config
+
+    assert observation_keys(build_config(["mmaze"])) == ["image"]  # R2I's Memory Maze widths: CNN only
+    assert observation_keys(build_config(["debug"])) == ["vector"]
+    assert observation_space(["image"])["image"].shape == IMAGE
+    batch = synthetic_batch(2, 3, ["image"])
+    assert batch["image"].shape == (2, 3, *IMAGE) and batch["image"].dtype == "uint8" and "vector" not in batch
+
+
+def test_train_step_records_a_failing_setting_and_times_the_others(tmp_path, monkeypatch):
+    import benchmarks.train_step as train_step
+
+    def measure(ssm_type, length, args):
+        if ssm_type == "gru":
+            raise RuntimeError("INTERNAL: the compiler refused\nsecond line")
+        return {"ssm_type": ssm_type, "batch_length": length, "batch_size": args.batch, "train_step_s": 0.5,
+                "wm_grad_s": 0.25}
+
+    monkeypatch.setattr(train_step, "measure", measure)
+    monkeypatch.setattr(sys, "argv", ["train_step.py", "--presets", "debug", "--lengths", "16", "32",
+                                      "--cores", "mimo", "gru", "--out", str(tmp_path / "steps")])
+    assert train_step.main() == 1
+    rows = json.loads((tmp_path / "steps.json").read_text())["results"]
+    assert [(r["ssm_type"], r["batch_length"], "error" in r) for r in rows] == [
+        ("mimo", 16, False), ("gru", 16, True), ("mimo", 32, False), ("gru", 32, True)]
+    assert rows[1]["error"] == "RuntimeError: INTERNAL: the compiler refused"
+    assert "error" in (tmp_path / "steps.csv").read_text().splitlines()[0]
 
 
 def test_gpu_check_refuses_an_unknown_option():
