@@ -112,3 +112,23 @@ def test_suite_lists_the_cpu_entries_with_their_metrics():
         assert name in listed
     assert "MMER >= 0.36" in listed and "bsuite accuracy" in listed
     assert "greedy success rate (final reward collected) >= 0.9" in listed
+
+
+def test_episodes_splits_a_runs_episodes_into_windows_and_counts_those_that_ended_early(tmp_path):
+    from benchmarks.episodes import main
+
+    run = tmp_path / "ballet"
+    run.mkdir()
+    rows = [{"step": 10, "episode/score": 1.0, "episode/length": 60, "episode/success": 1.0},
+            {"step": 90, "episode/score": 0.0, "episode/length": 320, "episode/success": 0.0},
+            {"step": 120, "episode/score": 0.0, "episode/length": 70, "episode/success": 0.0},
+            {"step": 180, "episode/score": 1.0, "episode/length": 80, "episode/success": 1.0},
+            {"step": 260, "episode/score": 0.0, "episode/length": 320, "episode/success": 0.0}]
+    (run / "scores.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert main([str(run), "--every", "100", "--limit", "320", "--out", str(tmp_path / "episodes")]) == 0
+    record = json.loads((tmp_path / "episodes.json").read_text())
+    assert [(w["from_step"], w["episodes"], w["success"], w["ended_before_limit"], w["success_of_those"])
+            for w in record["windows"]] == [(0, 2, 0.5, 1, 1.0), (100, 2, 0.5, 2, 0.5), (200, 1, 0.0, 0, None)]
+    assert record["windows"][0]["mean_length"] == 190.0 and "--limit 320" in record["command"]
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "missing")])

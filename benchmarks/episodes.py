@@ -1,0 +1,73 @@
+"""A run's training episodes per window of env steps: how many, mean score, success rate,
+mean length, and how many ended before the task's time limit with what success.
+
+The last two separate "chooses at random" from "never chooses": on Ballet an episode that
+reaches no dancer runs to its limit and fails, so a success rate under the chance level
+can hide choices that are exactly at chance.
+
+    python benchmarks/episodes.py benchmarks/runs/ballet --every 50000 --limit 320
+
+Reads <run>/scores.jsonl (one row per finished training episode: step, episode/score,
+episode/length, and episode/success where the task reports it) and writes
+benchmarks/results/episodes_<run name>.json and .csv (or --out), with the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS, read_jsonl, run_metadata, write_record  # noqa: E402
+
+
+def windows(scores: list[dict], every: int, limit: int | None = None) -> list[dict]:
+    """One row per window [k * every, (k + 1) * every) of env steps that holds episodes."""
+    groups: dict[int, list[dict]] = {}
+    for row in scores:
+        groups.setdefault(int(row["step"]) // every, []).append(row)
+    rows = []
+    for index in sorted(groups):
+        episodes = groups[index]
+        mean = lambda values: round(sum(values) / len(values), 4) if values else None  # noqa: E731
+        row = {"from_step": index * every, "to_step": (index + 1) * every, "episodes": len(episodes),
+               "mean_score": mean([e["episode/score"] for e in episodes]),
+               "mean_length": mean([e["episode/length"] for e in episodes])}
+        reported = [e for e in episodes if "episode/success" in e]
+        row["success"] = mean([float(e["episode/success"]) for e in reported])
+        if limit is not None:
+            early = [e for e in reported if e["episode/length"] < limit]
+            row["ended_before_limit"] = len([e for e in episodes if e["episode/length"] < limit])
+            row["success_of_those"] = mean([float(e["episode/success"]) for e in early])
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a run directory (holding scores.jsonl)")
+    parser.add_argument("--every", type=int, default=50_000, help="env steps per window")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="the task's episode time limit: also count the episodes that ended sooner")
+    parser.add_argument("--out", type=Path, default=None, help="output stem (default results/episodes_<run>)")
+    args = parser.parse_args(argv)
+    if args.every <= 0:
+        parser.error(f"--every must be a positive number of env steps, got {args.every}")
+    path = args.run / "scores.jsonl"
+    if not path.is_file():
+        parser.error(f"{path} does not exist: give a run directory that holds scores.jsonl")
+    rows = windows(read_jsonl(path), args.every, args.limit)
+    if not rows:
+        parser.error(f"{path} holds no finished episodes yet")
+    for row in rows:
+        print("  ".join(f"{key} {value}" for key, value in row.items()), flush=True)
+    record = {"run": str(args.run), "every": args.every, "limit": args.limit, "windows": rows,
+              **run_metadata(["command", "date"], argv=["benchmarks/episodes.py", *(sys.argv[1:] if argv is None else argv)])}
+    write_record(args.out or RESULTS / f"episodes_{args.run.name}", record, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
