@@ -6,7 +6,11 @@ Default: episode score (scores.jsonl) against env steps, one line per run, and
 the greedy evaluation score (`eval/episode/score` in metrics.jsonl) dashed with
 markers when present. Episode scores are smoothed (`--smooth`); evaluation points are
 drawn as logged, since each is already a mean over `run.eval_eps` episodes and a
-smoothed sparse series lags by many evaluations. `--metric KEY` plots any metrics.jsonl key instead.
+smoothed sparse series lags by many evaluations. `--metric KEY` plots any metrics.jsonl key
+instead, or a per-episode key of scores.jsonl (`episode/...`, e.g. `episode/success`), smoothed.
+`--labels` names the runs in the legend (default: their directory names), e.g. one per core:
+
+    python -m recall2imagine.plot runs/vm runs/vm_gru --labels mimo gru --metric eval/episode/success
 """
 
 from __future__ import annotations
@@ -53,8 +57,14 @@ def smooth(values: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
-def plot_runs(logdirs, output, metric: str | None = None, weight: float = 0.9, title: str | None = None):
-    """Draws one line per run into `output` (PNG/PDF/SVG by extension). Returns the figure."""
+def plot_runs(logdirs, output, metric: str | None = None, weight: float = 0.9, title: str | None = None,
+              labels=None):
+    """Draws one line per run into `output` (PNG/PDF/SVG by extension), named by `labels`
+    (one per run; default: the directory names). Returns the figure."""
+    logdirs = [Path(logdir) for logdir in logdirs]
+    labels = [logdir.name for logdir in logdirs] if labels is None else list(labels)
+    if len(labels) != len(logdirs):
+        raise ValueError(f"{len(labels)} labels for {len(logdirs)} runs: give one label per run")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,9 +72,10 @@ def plot_runs(logdirs, output, metric: str | None = None, weight: float = 0.9, t
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     drawn = 0
-    for logdir in map(Path, logdirs):
+    for logdir, name in zip(logdirs, labels):
         if metric:
-            sources = [(logdir / "metrics.jsonl", metric, "-")]
+            per_episode = metric.startswith("episode/")
+            sources = [(logdir / ("scores.jsonl" if per_episode else "metrics.jsonl"), metric, "-")]
         else:
             sources = [(logdir / "scores.jsonl", "episode/score", "-"),
                        (logdir / "metrics.jsonl", "eval/episode/score", "--")]
@@ -77,7 +88,7 @@ def plot_runs(logdirs, output, metric: str | None = None, weight: float = 0.9, t
             raw = style != "-" or key.startswith("eval/")
             (line,) = ax.plot(steps, values if raw else smooth(values, weight), style,
                               marker="o" if raw else None, markersize=3,
-                              label=logdir.name + (" (eval)" if raw and not metric else ""), color=color)
+                              label=name + (" (eval)" if raw and not metric else ""), color=color)
             color = line.get_color()
             drawn += 1
     if not drawn:
@@ -100,6 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--metric", default=None, help="a metrics.jsonl key (default: episode score)")
     parser.add_argument("--smooth", type=float, default=0.9, help="EMA weight in [0, 1)")
     parser.add_argument("--title", default=None)
+    parser.add_argument("--labels", nargs="+", default=None, help="legend names, one per run")
     args = parser.parse_args(argv)
     if not 0 <= args.smooth < 1:
         parser.error(f"--smooth must be in [0, 1), got {args.smooth}")
@@ -108,7 +120,7 @@ def main(argv=None) -> int:
         print(f"error: not a run directory: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        plot_runs(args.logdirs, args.output, args.metric, args.smooth, args.title)
+        plot_runs(args.logdirs, args.output, args.metric, args.smooth, args.title, args.labels)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

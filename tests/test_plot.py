@@ -56,3 +56,18 @@ def test_smoothing_is_a_bias_corrected_ema():
     assert smooth(values, 0.0).tolist() == [1.0, 3.0]
     # (0.5*0.5*1 + 0.5*3) / (1 - 0.25)
     assert smooth(values, 0.5)[1] == pytest.approx((0.25 * 1 + 0.5 * 3) / 0.75)
+
+
+def test_labels_name_the_runs_and_episode_keys_come_from_scores(tmp_path, capsys):
+    for name, success in (("a", [0.0, 1.0]), ("b", [1.0, 1.0])):
+        write_run(tmp_path / name, [(10, 0.0), (20, 1.0)])
+        (tmp_path / name / "scores.jsonl").write_text("".join(
+            json.dumps({"step": s, "episode/score": 0.0, "episode/success": v}) + "\n"
+            for s, v in zip((10, 20), success)))
+    fig = plot_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "c.png", metric="episode/success", weight=0.0,
+                    labels=["mimo", "gru"])
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["mimo", "gru"]
+    assert lines[0].get_ydata().tolist() == [0.0, 1.0] and lines[1].get_ydata().tolist() == [1.0, 1.0]
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "mimo", "-o", str(tmp_path / "x.png")]) == 2
+    assert "1 labels for 2 runs" in capsys.readouterr().err
