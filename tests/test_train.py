@@ -4,6 +4,7 @@ Each run is a subprocess, as a user would start it. They share the suite's
 persistent compilation cache, so only the first run of each model compiles.
 """
 
+import itertools
 import json
 import os
 import shutil
@@ -152,6 +153,18 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path):
     scores = read_jsonl(tmp_path / "scores.jsonl")
     assert scores and all(s["episode/success"] in (0.0, 1.0) for s in scores)
     assert all(s["episode/length"] == 32 for s in scores)
+    # The run's checkpoint plays each of the 6 colour-to-column maps; the maps of its training
+    # instances are marked.
+    maps = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "visualmatch_maps.py"), str(tmp_path),
+                           "--episodes", "1", "--out", str(tmp_path / "maps")], cwd=ROOT, env=environ(),
+                          capture_output=True, text=True, timeout=300)
+    assert maps.returncode == 0, maps.stderr[-3000:]
+    record = json.loads((tmp_path / "maps.json").read_text())
+    assert sorted(row["map"] for row in record["maps"]) == sorted(
+        "-".join(p) for p in itertools.permutations(["red", "green", "blue"]))
+    assert all(0.0 <= row["success"] <= 1.0 and row["episodes"] == 1 for row in record["maps"])
+    assert 1 <= sum(row["trained_on"] for row in record["maps"]) <= record["training_instances"]
+    assert record["checkpoint_env_step"] > 0
 
 
 def test_a_popgym_debug_run_trains_and_logs_episodes(tmp_path):

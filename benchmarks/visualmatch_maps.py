@@ -1,0 +1,115 @@
+"""Greedy success of a Visual Match run's newest checkpoint on each colour-to-column map.
+
+Visual Match draws the colours of its three object columns once per env instance (from
+the instance's seed), so training sees only the maps of its `envs.amount` instances and
+every greedy evaluation plays a fresh instance. This script plays `--episodes` greedy
+episodes on one instance of each of the 6 maps and says which maps training saw: a policy
+that remembers the colour but learned where each colour stands only on the training maps
+succeeds there and fails elsewhere.
+
+    python benchmarks/visualmatch_maps.py benchmarks/runs/visualmatch --episodes 20
+
+Writes benchmarks/results/visualmatch_maps_<run name>.json and .csv (or --out), with the
+checkpoint's env step and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS, run_metadata, write_record  # noqa: E402
+
+FIRST_SEED = 50_000  # instance seeds searched from here, away from training (seed + i) and evaluation ones
+
+
+def colour_names(colours) -> str:
+    from env_wrappers.memory_rl import BLUE, GREEN, RED
+
+    names = {RED: "red", GREEN: "green", BLUE: "blue"}
+    return "-".join(names[c] for c in colours)
+
+
+def instance_map(task: str, seed: int, **kwargs) -> tuple:
+    """The colours of the object columns (left to right) of `task`'s instance with `seed`."""
+    from env_wrappers import make
+
+    env = make(task, seed, **kwargs)
+    try:
+        return tuple(env.unwrapped.object_colours)
+    finally:
+        env.close()
+
+
+def seeds_per_map(task: str, **kwargs) -> dict:
+    """One instance seed for each of the 6 maps: {colours: seed}."""
+    from env_wrappers.memory_rl import COLOURS
+
+    wanted, found = set(itertools.permutations(COLOURS)), {}
+    seed = FIRST_SEED
+    while len(found) < len(wanted):
+        found.setdefault(instance_map(task, seed, **kwargs), seed)
+        seed += 1
+        if seed > FIRST_SEED + 10_000:
+            raise RuntimeError(f"no instance seed in {FIRST_SEED}..{seed} gives maps {sorted(wanted - set(found))}")
+    return found
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a Visual Match run directory (config.yaml, ckpt/)")
+    parser.add_argument("--episodes", type=int, default=20, help="greedy episodes per map")
+    parser.add_argument("--out", type=Path, default=None, help="output stem (default results/visualmatch_maps_<run>)")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f"--episodes must be at least 1, got {args.episodes}")
+    for needed in ("config.yaml", "ckpt"):
+        if not (args.run / needed).exists():
+            parser.error(f"{args.run / needed} does not exist: give a run directory that training wrote")
+
+    from env_wrappers import make_vector
+    from recall2imagine.agent import Agent
+    from recall2imagine.checkpoint import Checkpointer
+    from recall2imagine.config import Config
+    from recall2imagine.run import env_kwargs, evaluate, setup_jax
+
+    config = Config.load(args.run / "config.yaml")
+    if not config.task.startswith("visualmatch_"):
+        parser.error(f"{args.run} trained task {config.task!r}; this script reads visualmatch_<L> runs")
+    setup_jax(config)
+    kwargs = env_kwargs(config)
+    env = make_vector(config.task, 1, seed=config.seed, **kwargs)
+    agent = Agent(env.obs_space, env.act_space, config)
+    env.close()
+    checkpoints = Checkpointer(args.run / "ckpt")
+    try:
+        restored = checkpoints.restore(agent.init(config.seed))
+    finally:
+        checkpoints.close()
+    if restored is None:
+        parser.error(f"{args.run / 'ckpt'} holds no checkpoint yet")
+    state, counters, _ = restored
+
+    trained = {instance_map(config.task, config.seed + i, **kwargs) for i in range(config.envs.amount)}
+    rows = []
+    for colours, seed in sorted(seeds_per_map(config.task, **kwargs).items(), key=lambda item: item[1]):
+        scores = evaluate(agent, state, config, args.episodes, seed=seed)
+        rows.append({"map": colour_names(colours), "trained_on": colours in trained, "instance_seed": seed,
+                     "episodes": args.episodes, "success": round(scores["eval/episode/success"], 4),
+                     "mean_score": round(scores["eval/episode/score"], 4)})
+        print(f"{rows[-1]['map']:16s} {'trained on' if rows[-1]['trained_on'] else 'unseen':10s} "
+              f"success {rows[-1]['success']:.2f}  score {rows[-1]['mean_score']:.2f}", flush=True)
+    record = {"run": str(args.run), "task": config.task, "checkpoint_env_step": counters["step"],
+              "training_instances": config.envs.amount, "maps": rows,
+              **run_metadata(["command", "date"], argv=["benchmarks/visualmatch_maps.py",
+                                                        *(sys.argv[1:] if argv is None else argv)])}
+    write_record(args.out or RESULTS / f"visualmatch_maps_{args.run.name}", record, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
