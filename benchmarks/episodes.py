@@ -23,6 +23,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import RESULTS, read_jsonl, run_metadata, write_record  # noqa: E402
 
 
+def mean(values):
+    """The mean rounded to 4 places, or None for no values."""
+    return round(sum(values) / len(values), 4) if values else None
+
+
 def windows(scores: list[dict], every: int, limit: int | None = None) -> list[dict]:
     """One row per window [k * every, (k + 1) * every) of env steps that holds episodes."""
     groups: dict[int, list[dict]] = {}
@@ -31,7 +36,6 @@ def windows(scores: list[dict], every: int, limit: int | None = None) -> list[di
     rows = []
     for index in sorted(groups):
         episodes = groups[index]
-        mean = lambda values: round(sum(values) / len(values), 4) if values else None  # noqa: E731
         row = {"from_step": index * every, "to_step": (index + 1) * every, "episodes": len(episodes),
                "mean_score": mean([e["episode/score"] for e in episodes]),
                "mean_length": mean([e["episode/length"] for e in episodes])}

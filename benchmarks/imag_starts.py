@@ -23,7 +23,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import RESULTS, timed, write_record  # noqa: E402
-from benchmarks.train_step import ACTIONS, agent_metadata, synthetic_batch, widths  # noqa: E402
+from benchmarks.train_step import ACTIONS, agent_metadata, observation_space, synthetic_batch, widths  # noqa: E402
 from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
 
@@ -38,13 +38,9 @@ def parse_args():
     return parser.parse_args()
 
 
-def obs_space(obs_dim):
-    return gym.spaces.Dict({"vector": gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)})
-
-
 def measure(fraction, args):
     config = build_config(args.presets, {"imag_starts": fraction})
-    agent = Agent(obs_space(args.obs_dim), gym.spaces.Discrete(ACTIONS), config)
+    agent = Agent(observation_space(["vector"], args.obs_dim), gym.spaces.Discrete(ACTIONS), config)
     state = agent.init(0)
     batch = synthetic_batch(config.batch_size, config.batch_length)
     batch["vector"] = np.resize(batch["vector"], batch["vector"].shape[:2] + (args.obs_dim,))
@@ -68,7 +64,7 @@ def main():
     for row in rows:
         row["speedup_vs_all"] = full["train_step_s"] / row["train_step_s"] if full else None
     record = {**agent_metadata(["python", "jax", "numpy"]),
-              "widths": widths(config, args.presets, obs_space(args.obs_dim)), "results": rows}
+              "widths": widths(config, args.presets, observation_space(["vector"], args.obs_dim)), "results": rows}
     write_record(args.out, record, rows)
 
 

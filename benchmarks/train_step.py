@@ -42,8 +42,9 @@ def observation_keys(config):
     raise SystemExit(f"error: presets {config.encoder.to_dict()} read neither 'vector' nor 'image'")
 
 
-def observation_space(keys):
-    spaces = {"vector": gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32),
+def observation_space(keys, obs_dim=OBS_DIM):
+    """A Dict space of `keys`: `vector` (obs_dim floats) and/or `image` (IMAGE uint8)."""
+    spaces = {"vector": gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32),
               "image": gym.spaces.Box(0, 255, IMAGE, np.uint8)}
     return gym.spaces.Dict({key: spaces[key] for key in keys})
 
@@ -109,7 +110,8 @@ def measure_or_record(ssm_type, length, args):
     try:
         return measure(ssm_type, length, args)
     except Exception as error:  # noqa: BLE001 - recorded and reported by the exit status
-        message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        message = f"{type(error).__name__}: {first_line}"
         print(f"{ssm_type:5s} T={length:5d}  FAILED  {message}", flush=True)
         return {"ssm_type": ssm_type, "batch_length": length, "batch_size": args.batch, "error": message}
 
