@@ -127,7 +127,7 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> di
             now = score(entry, logdir)
             elapsed = spent + time.time() - start
             print(f"  {label}: {elapsed / 60:5.1f} min, {now['env_steps']:8d} env steps, "
-                  f"{METRICS[entry.metric]} {now['score']}", flush=True)
+                  f"{METRICS[entry.metric]} {'-' if now['score'] is None else format(now['score'], '.3f')}", flush=True)
             if now["steps_at_target"] is not None:
                 stopped = "target reached"
                 break
