@@ -31,14 +31,18 @@ done
 mkdir -p "$OUT"
 : > "$OUT/summary.txt"
 FAILED=0
-# step NAME COMMAND...: runs COMMAND, records its exit status in summary.txt, carries on.
+# record NAME STATUS: lists a step's exit status in summary.txt; any failure fails the script.
+record() {
+    echo "$1: exit $2" >> "$OUT/summary.txt"
+    [ "$2" = 0 ] || FAILED=1
+}
+# step NAME COMMAND...: runs COMMAND, records its exit status, carries on.
 step() {
     local name=$1 status=0
     shift
     echo "== $name"
     "$@" || status=$?
-    echo "$name: exit $status" >> "$OUT/summary.txt"
-    [ "$status" = 0 ] || FAILED=1
+    record "$name" "$status"
 }
 
 if [ "$TINY" = 1 ]; then
@@ -84,8 +88,7 @@ for i in "${!pids[@]}"; do
     status=0
     wait "${pids[$i]}" || status=$?
     echo "== ${names[$i]}: exit $status"
-    echo "${names[$i]}: exit $status" >> "$OUT/summary.txt"
-    [ "$status" = 0 ] || FAILED=1
+    record "${names[$i]}" "$status"
 done
 tail -n 3 "$OUT/learning_popgym.log"
 step "train step, mimo (parallel scan) and gru" \
