@@ -111,20 +111,23 @@ def run_metadata(fields, packages=(), argv=None, module: str | None = None) -> d
     return meta
 
 
-def write_record(stem, record: dict, rows=None, columns=None, comments=(), footer=()) -> list:
+def write_record(stem, record: dict, rows=None, columns=None, comments=(), footer=(), quiet=False) -> list:
     """Writes `record` as <stem>.json and, given `rows`, those rows as <stem>.csv.
 
-    The CSV starts with one `# line` per entry of `comments` (the metadata a reader of the
-    CSV alone needs), then a header of `columns` (default: the first row's keys; a row
-    lacking a column leaves it empty), the rows, and one `# line` per entry of `footer`.
-    Returns the paths written and prints them.
+    The JSON replaces the old one whole (written beside it, then renamed): a kill while writing
+    leaves the previous record. The CSV starts with one `# line` per entry of `comments` (the
+    metadata a reader of the CSV alone needs), then a header of `columns` (default: the first
+    row's keys; a row lacking a column leaves it empty), the rows, and one `# line` per entry
+    of `footer`. Returns the paths written and prints them (unless `quiet`).
     """
     stem = Path(stem)
     if stem.suffix in (".json", ".csv"):
         stem = stem.with_suffix("")
     stem.parent.mkdir(parents=True, exist_ok=True)
     json_path = stem.with_name(stem.name + ".json")
-    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    partial = json_path.with_name(json_path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, json_path)
     written = [json_path]
     if rows:
         csv_path = stem.with_name(stem.name + ".csv")
@@ -137,7 +140,8 @@ def write_record(stem, record: dict, rows=None, columns=None, comments=(), foote
             for line in footer:
                 handle.write(f"# {line}\n")
         written.append(csv_path)
-    print("wrote " + " and ".join(str(path) for path in written), flush=True)
+    if not quiet:
+        print("wrote " + " and ".join(str(path) for path in written), flush=True)
     return written
 
 

@@ -8,7 +8,9 @@ machine and compare each score with the published numbers.
 
 Each entry runs `train.py` in its own run directory (benchmarks/runs/suite/<entry>[_seed<n>])
 for at most its budget of wall minutes, or until its target is met. Rerunning skips finished
-entries and continues an interrupted one where it stopped, counting the minutes it already had.
+entries and continues an interrupted one where it stopped, counting the minutes it already had:
+the entry's record is rewritten at every progress line, and Ctrl-C or SIGTERM stops train.py
+(which saves), records the entry as unfinished and exits (130 / 143).
 Per entry it writes benchmarks/results/suite/<entry>.json (the curve, env steps, wall time,
 score) and a PNG of the curve; after every entry it rewrites benchmarks/results/SCOREBOARD.md:
 task | score (metric named) | target | env steps | wall time | published | chance level.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -107,7 +110,28 @@ def score(entry: Entry, logdir: Path) -> dict:
             "episodes": len(episodes)}
 
 
+class Interrupted(Exception):
+    """SIGTERM while an entry trains (Ctrl-C arrives as KeyboardInterrupt)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted()
+
+
+def entry_record(entry: Entry, seed: int, result: dict, elapsed: float, stopped: str, finished: bool,
+                 command: str, stderr: str = "") -> dict:
+    """The JSON record of an entry: its score so far, wall time, how it stopped."""
+    return {"entry": entry.name, "seed": seed, "task": entry.task, "presets": list(entry.presets),
+            "metric": METRICS[entry.metric], "target": entry.target, "chance": entry.chance,
+            "published": entry.published, **result, "wall_seconds": round(elapsed, 1),
+            "budget_minutes": entry.minutes, "stopped": stopped, "finished": finished,
+            "train_command": command, "stderr_tail": stderr[-1500:],
+            **run_metadata(["date", "cpus", "machine"])}
+
+
 def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> dict:
+    """Trains one entry until its target, its budget or an interruption (re-raised after the
+    record is written: Interrupted or KeyboardInterrupt)."""
     label = entry.name if seed == 0 else f"{entry.name}_seed{seed}"
     record_path = out / f"{label}.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
@@ -120,7 +144,7 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> di
           flush=True)
     start = time.time()
     command, process = start_training(entry.presets, entry.task, logdir, ("--seed", str(seed), *entry.args))
-    stopped = "budget"
+    stopped, interrupted = "budget", None
     try:
         while process.poll() is None:
             time.sleep(poll)
@@ -128,11 +152,16 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> di
             elapsed = spent + time.time() - start
             print(f"  {label}: {elapsed / 60:5.1f} min, {now['env_steps']:8d} env steps, "
                   f"{METRICS[entry.metric]} {'-' if now['score'] is None else format(now['score'], '.3f')}", flush=True)
+            # Kept up to date, so that a kill at any moment loses no more than one poll of minutes.
+            write_record(out / label, entry_record(entry, seed, now, elapsed, "running", False, command), quiet=True)
             if now["steps_at_target"] is not None:
                 stopped = "target reached"
                 break
             if elapsed >= entry.minutes * 60:
                 break
+    except (Interrupted, KeyboardInterrupt) as error:
+        interrupted = error
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the save short
     finally:
         if process.poll() is None:
             process.terminate()  # SIGTERM: train.py saves and exits
@@ -140,25 +169,25 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> di
     stderr = process.stderr.read() if process.stderr else ""
     elapsed = spent + time.time() - start
     result = score(entry, logdir)
-    if process.returncode not in (0, -15):
+    failed = process.returncode not in (0, -15)
+    if failed:
         stopped = f"train.py exited {process.returncode}"
+    elif interrupted is not None:
+        stopped = "interrupted"
     elif result["steps_at_target"] is not None:
         stopped = "target reached"
     elif elapsed < entry.minutes * 60:
         stopped = "train.py ended by itself (run.steps spent or its own target)"
-    record = {"entry": entry.name, "seed": seed, "task": entry.task, "presets": list(entry.presets),
-              "metric": METRICS[entry.metric], "target": entry.target, "chance": entry.chance,
-              "published": entry.published, **result, "wall_seconds": round(elapsed, 1),
-              "budget_minutes": entry.minutes, "stopped": stopped,
-              "finished": process.returncode in (0, -15) and (stopped != "budget" or elapsed >= entry.minutes * 60),
-              "train_command": command,
-              "stderr_tail": stderr[-1500:] if process.returncode not in (0, -15) else "",
-              **run_metadata(["date", "cpus", "machine"])}
+    finished = not failed and interrupted is None and (stopped != "budget" or elapsed >= entry.minutes * 60)
+    record = entry_record(entry, seed, result, elapsed, stopped, finished, command, stderr if failed else "")
     write_record(out / label, record)
     if result["episodes"]:
         from recall2imagine.plot import plot_runs
 
         plot_runs([logdir], out / f"{label}.png", title=f"{entry.task} ({'+'.join(entry.presets)})")
+    if interrupted is not None:
+        print(f"{label}: interrupted after {elapsed / 60:.1f} min; rerun the same command to continue", flush=True)
+        raise interrupted
     return record
 
 
@@ -176,7 +205,7 @@ def scoreboard(out: Path, path: Path) -> None:
         if r["target"] is None:
             met = "no target"
         else:
-            met = "yes" if r["steps_at_target"] is not None else ("no" if r["finished"] else "running")
+            met = "yes" if r["steps_at_target"] is not None else ("no" if r["finished"] else "not yet (unfinished)")
         lines.append(f"| [{r['task']}](suite/{r['entry']}{'_seed' + str(r['seed']) if r['seed'] else ''}.json)"
                      f" seed {r['seed']} | {value} ({r['metric']}) | {r['target']} | {met} | {r['env_steps']:,} "
                      f"| {r['wall_seconds'] / 60:.1f} min | {r['published']} | {r['chance']} |")
@@ -208,8 +237,13 @@ def main(argv=None) -> int:
                   f"{METRICS[e.metric]} {goal}")
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     for entry in entries:
-        run_entry(entry, args.seed, args.runs, args.out, args.poll)
+        try:
+            run_entry(entry, args.seed, args.runs, args.out, args.poll)
+        except (Interrupted, KeyboardInterrupt) as error:
+            scoreboard(args.out, args.out.parent / "SCOREBOARD.md")
+            return 143 if isinstance(error, Interrupted) else 130
         scoreboard(args.out, args.out.parent / "SCOREBOARD.md")
     return 0
 

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,52 @@ def test_suite_runs_an_entry_writes_the_scoreboard_and_resumes(tmp_path):
     assert "continuing (0.1 of 0.25 min used)" in again.stdout, again.stdout[-2000:]
     resumed = json.loads((out / "tmaze_passive_50.json").read_text())
     assert resumed["finished"] and resumed["wall_seconds"] >= 15 and last_step() > before
+
+
+def processes_naming(text):
+    """Pids of the processes whose command line contains `text` (Linux /proc)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                pids.append(cmdline.parent.name)
+        except OSError:  # the process ended meanwhile
+            pass
+    return pids
+
+
+@pytest.mark.slow
+def test_suite_stopped_by_sigterm_stops_training_and_keeps_the_entrys_minutes(tmp_path):
+    out, runs = tmp_path / "results" / "suite", tmp_path / "runs"
+    args = SUITE + ["--only", "tmaze_passive_50", "--preset", "debug", "--runs", str(runs), "--out", str(out),
+                    "--poll", "1", "--minutes", "10"]
+    suite = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        record_path = out / "tmaze_passive_50.json"
+        deadline = time.time() + 300
+        # The record is rewritten at every progress line: wait for one that counts env steps.
+        while not (record_path.exists() and json.loads(record_path.read_text())["env_steps"] > 0):
+            assert suite.poll() is None, suite.communicate()[1][-3000:]
+            assert time.time() < deadline, "no progress record within 300 s"
+            time.sleep(0.5)
+        running = json.loads(record_path.read_text())
+        assert running["stopped"] == "running" and not running["finished"] and running["wall_seconds"] > 0
+        suite.send_signal(signal.SIGTERM)
+        stdout, stderr = suite.communicate(timeout=300)
+        assert suite.returncode == 143, stderr[-3000:]
+        record = json.loads(record_path.read_text())
+        assert record["stopped"] == "interrupted" and not record["finished"]
+        assert record["wall_seconds"] >= running["wall_seconds"] and record["env_steps"] >= running["env_steps"]
+        assert "rerun the same command to continue" in stdout
+        # train.py got the signal too and saved on its way out.
+        assert processes_naming(str(runs)) == []
+        assert any((runs / "tmaze_passive_50" / "ckpt").iterdir())
+        assert "not yet (unfinished)" in (tmp_path / "results" / "SCOREBOARD.md").read_text()
+    finally:  # a failing check leaves no training behind
+        suite.kill()
+        for pid in processes_naming(str(runs)):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def test_suite_lists_the_cpu_entries_with_their_metrics():
