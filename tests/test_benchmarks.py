@@ -85,31 +85,6 @@ def read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.slow
-def test_suite_runs_an_entry_writes_the_scoreboard_and_resumes(tmp_path):
-    out = tmp_path / "results" / "suite"
-    args = SUITE + ["--only", "tmaze_passive_50", "--preset", "debug", "--runs", str(tmp_path / "runs"),
-                    "--out", str(out), "--poll", "2"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    run = lambda *extra: subprocess.run(args + list(extra), cwd=ROOT, env=env, capture_output=True, text=True,
-                                        timeout=600)
-    first = run("--minutes", "0.2")
-    assert first.returncode == 0, first.stderr[-3000:]
-    record = json.loads((out / "tmaze_passive_50.json").read_text())
-    assert record["finished"] and record["metric"] == "greedy success" and record["env_steps"] > 0
-    board = (tmp_path / "results" / "SCOREBOARD.md").read_text()
-    assert "| [tmaze_passive_50](suite/tmaze_passive_50.json) seed 0 |" in board and "Memory-RL" in board
-    # A finished entry is skipped; an interrupted one continues with the minutes it had.
-    assert "finished earlier" in run("--minutes", "0.2").stdout
-    (out / "tmaze_passive_50.json").write_text(json.dumps({**record, "finished": False, "wall_seconds": 6.0}))
-    last_step = lambda: read_jsonl(tmp_path / "runs" / "tmaze_passive_50" / "metrics.jsonl")[-1]["step"]
-    before = last_step()
-    again = run("--minutes", "0.25")
-    assert "continuing (0.1 of 0.25 min used)" in again.stdout, again.stdout[-2000:]
-    resumed = json.loads((out / "tmaze_passive_50.json").read_text())
-    assert resumed["finished"] and resumed["wall_seconds"] >= 15 and last_step() > before
-
-
 def processes_naming(text):
     """Pids of the processes whose command line contains `text` (Linux /proc)."""
     pids = []
@@ -123,14 +98,15 @@ def processes_naming(text):
 
 
 @pytest.mark.slow
-def test_suite_stopped_by_sigterm_stops_training_and_keeps_the_entrys_minutes(tmp_path):
+def test_suite_stopped_by_sigterm_continues_with_its_minutes_finishes_and_writes_the_scoreboard(tmp_path):
     out, runs = tmp_path / "results" / "suite", tmp_path / "runs"
     args = SUITE + ["--only", "tmaze_passive_50", "--preset", "debug", "--runs", str(runs), "--out", str(out),
-                    "--poll", "1", "--minutes", "10"]
-    suite = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), stdout=subprocess.PIPE,
+                    "--poll", "1"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    record_path, board_path = out / "tmaze_passive_50.json", tmp_path / "results" / "SCOREBOARD.md"
+    suite = subprocess.Popen(args + ["--minutes", "10"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
-        record_path = out / "tmaze_passive_50.json"
         deadline = time.time() + 300
         # The record is rewritten at every progress line: wait for one that counts env steps.
         while not (record_path.exists() and json.loads(record_path.read_text())["env_steps"] > 0):
@@ -149,11 +125,29 @@ def test_suite_stopped_by_sigterm_stops_training_and_keeps_the_entrys_minutes(tm
         # train.py got the signal too and saved on its way out.
         assert processes_naming(str(runs)) == []
         assert any((runs / "tmaze_passive_50" / "ckpt").iterdir())
-        assert "not yet (unfinished)" in (tmp_path / "results" / "SCOREBOARD.md").read_text()
+        assert "not yet (unfinished)" in board_path.read_text()
     finally:  # a failing check leaves no training behind
         suite.kill()
         for pid in processes_naming(str(runs)):
             os.kill(int(pid), signal.SIGKILL)
+
+    budget = round(record["wall_seconds"] / 60 + 0.2, 2)
+    run = lambda: subprocess.run(args + ["--minutes", str(budget)], cwd=ROOT, env=env, capture_output=True,
+                                 text=True, timeout=600)
+    last_step = lambda: read_jsonl(runs / "tmaze_passive_50" / "metrics.jsonl")[-1]["step"]
+    before = last_step()
+    # The interrupted entry continues with the minutes it had, for 0.2 minutes more.
+    again = run()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"continuing ({record['wall_seconds'] / 60:.1f} of {budget:g} min used)" in again.stdout, again.stdout[-2000:]
+    resumed = json.loads(record_path.read_text())
+    assert resumed["finished"] and resumed["stopped"] == "budget" and resumed["metric"] == "greedy success"
+    assert resumed["wall_seconds"] >= record["wall_seconds"] + 12 and last_step() > before
+    board = board_path.read_text()
+    assert "| [tmaze_passive_50](suite/tmaze_passive_50.json) seed 0 |" in board and "Memory-RL" in board
+    assert "| no |" in board
+    # A finished entry is skipped.
+    assert "finished earlier" in run().stdout
 
 
 def test_suite_lists_the_cpu_entries_with_their_metrics():
