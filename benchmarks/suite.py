@@ -242,9 +242,9 @@ def main(argv=None) -> int:
         try:
             run_entry(entry, args.seed, args.runs, args.out, args.poll)
         except (Interrupted, KeyboardInterrupt) as error:
-            scoreboard(args.out, args.out.parent / "SCOREBOARD.md")
             return 143 if isinstance(error, Interrupted) else 130
-        scoreboard(args.out, args.out.parent / "SCOREBOARD.md")
+        finally:  # after every entry, interrupted ones included
+            scoreboard(args.out, args.out.parent / "SCOREBOARD.md")
     return 0
 
 
