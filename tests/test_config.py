@@ -213,6 +213,8 @@ ADDED = {"run.solved_score": (1.0, {"tmaze": 0.95}), "run.solved_evals": (0, {"t
          **{f"hcam.{key}": (value, {}) for key, value in dict(
              n_layers=2, chunk=16, top_k=4, heads=4, width=128, across_episodes=False).items()},
          "hcam.max_chunks": (64, {"cpu": 8})}
+# Preset values changed since: key -> {preset: new value}.
+CHANGED = {"loss_scales.rep": {"tmaze": 0.0}}
 
 
 @pytest.mark.parametrize("record", RESOLVED, ids=[" ".join(r["argv"]) or "defaults" for r in RESOLVED])
@@ -224,6 +226,8 @@ def test_every_preset_and_r2i_command_resolves_as_recorded(record, capsys):
     expected = {RENAMED.get(key, key): value for key, value in record["resolved"].items()}
     for key, (default, presets) in ADDED.items():
         expected[key] = next((v for preset, v in presets.items() if preset in record["argv"]), default)
+    for key, presets in CHANGED.items():
+        expected[key] = next((v for preset, v in presets.items() if preset in record["argv"]), expected[key])
     assert printed == expected
 
 
