@@ -177,3 +177,47 @@ def test_episodes_splits_a_runs_episodes_into_windows_and_counts_those_that_ende
     assert record["windows"][0]["mean_length"] == 190.0 and "--limit 320" in record["command"]
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing")])
+
+
+def test_tmaze_visits_tells_episodes_that_fetched_the_cue_from_those_that_never_looked(tmp_path):
+    """Active T-Maze L = 3 through the replay: stream 0 steps left to the oracle and turns to
+    the cued goal, stream 1 runs straight to the junction and always turns up."""
+    import numpy as np
+
+    import replay
+    from benchmarks.tmaze_visits import main
+    from env_wrappers import make
+
+    buffer = replay.Replay(tmp_path / "run" / "replay", capacity=64, chunk_size=8, prefetch=0, fsync=False)
+    paid_blind = 0
+    for worker in (0, 1):
+        env = make("tmaze_active_3", seed=worker)
+        for episode in range(4):
+            obs, _ = env.reset(seed=10 * worker + episode)
+            plan = [2, 0, 0, 0, 0, None] if worker == 0 else [0, 0, 0, 1, 1, 1]
+            step = {"vector": obs["vector"], "reward": 0.0, "is_first": True, "is_last": False,
+                    "is_terminal": False, "action": np.zeros(4, np.float32)}
+            for action in plan:
+                if action is None:  # turn to the cue seen at the oracle
+                    action = 1 if cue > 0 else 3
+                obs, reward, terminated, truncated, _ = env.step(action)
+                if worker == 0 and action == 2:
+                    cue = obs["vector"][1]
+                step["action"] = np.eye(4, dtype=np.float32)[action]
+                buffer.add(step, worker)
+                step = {"vector": obs["vector"], "reward": float(reward), "is_first": False,
+                        "is_last": terminated or truncated, "is_terminal": terminated,
+                        "action": np.zeros(4, np.float32)}
+            assert step["is_last"]
+            paid_blind += worker == 1 and reward > 0.5
+            buffer.add(step, worker)
+    buffer.flush()
+    buffer.close()
+    rows = main([str(tmp_path / "run"), "--every", "28", "--out", str(tmp_path / "visits")])
+    assert [(r["from_step"], r["episodes"], r["saw_cue"], r["cued_goal"], r["cued_goal_when_seen"])
+            for r in rows] == [(0, 4, 0.5, 0.5, 1.0), (28, 4, 0.5, 0.5, 1.0)]
+    # Stream 0 is paid every time, stream 1's "up" only when the goal was up.
+    assert sum(r["success"] * r["episodes"] for r in rows) == 4 + paid_blind
+    assert json.loads((tmp_path / "visits.json").read_text())["streams"] == 2
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "missing")])
