@@ -3,6 +3,7 @@
     python benchmarks/learning.py tmaze    [--minutes 30] [-- extra train.py args]
     python benchmarks/learning.py popgym   [--minutes 60]
     python benchmarks/learning.py tmaze --tag expl -- --expl.scale 1   (a variant, kept apart)
+    python benchmarks/learning.py tmaze --task tmaze_passive_100 --tag L100   (another task)
     python benchmarks/learning.py popgym --configs popgym --out benchmarks/results/gpu  (GPU preset)
 
 Runs train.py in a subprocess and watches two measures of the return:
@@ -62,6 +63,8 @@ def main(argv=None) -> int:
     parser.add_argument("--fresh", action="store_true", help="delete an existing run directory first")
     parser.add_argument("--configs", nargs="+", default=None,
                         help="presets instead of the task's (which include cpu)")
+    parser.add_argument("--task", default=None,
+                        help="task string instead of the entry's (e.g. tmaze_passive_100 for tmaze)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON and PNG")
     parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs",
                         help="parent of the run directory")
@@ -69,7 +72,9 @@ def main(argv=None) -> int:
     extra = given[given.index("--") + 1:] if "--" in given else []
     args = parser.parse_args(given[:given.index("--")] if "--" in given else given)
     args.extra = extra
-    spec = TASKS[args.name]
+    spec = dict(TASKS[args.name])
+    if args.task:
+        spec["task"] = args.task
     label = f"{args.name}_{args.tag}" if args.tag else args.name
     logdir = args.runs / label
     if args.fresh and logdir.exists():
