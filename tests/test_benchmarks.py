@@ -221,3 +221,29 @@ def test_tmaze_visits_tells_episodes_that_fetched_the_cue_from_those_that_never_
     assert json.loads((tmp_path / "visits.json").read_text())["streams"] == 2
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing")])
+
+
+def test_learning_trains_the_task_given_instead_of_the_entrys(tmp_path, monkeypatch):
+    import benchmarks.learning as learning
+
+    started = []
+
+    class Finished:
+        returncode, stderr = 0, None
+
+        def poll(self):
+            return 0
+
+    def start_training(configs, task, logdir, extra=()):
+        started.append((configs, task, list(extra)))
+        return f"train.py --task {task}", Finished()
+
+    monkeypatch.setattr(learning, "start_training", start_training)
+    common = ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--minutes", "0.01"]
+    assert learning.main(["tmaze", *common]) == 0
+    assert learning.main(["tmaze", "--task", "tmaze_passive_100", "--tag", "L100", *common,
+                          "--", "--batch_length", "256"]) == 0
+    assert started == [(["cpu", "tmaze"], "tmaze_passive_50", []),
+                       (["cpu", "tmaze"], "tmaze_passive_100", ["--batch_length", "256"])]
+    record = json.loads((tmp_path / "out" / "learning_tmaze_L100.json").read_text())
+    assert record["task"] == "tmaze_passive_100" and learning.TASKS["tmaze"]["task"] == "tmaze_passive_50"
