@@ -214,7 +214,7 @@ ADDED = {"run.solved_score": (1.0, {"tmaze": 0.95}), "run.solved_evals": (0, {"t
              n_layers=2, chunk=16, top_k=4, heads=4, width=128, across_episodes=False).items()},
          "hcam.max_chunks": (64, {"cpu": 8})}
 # Preset values changed since: key -> {preset: new value}.
-CHANGED = {"loss_scales.rep": {"tmaze": 0.0}}
+CHANGED = {"loss_scales.rep": {"tmaze": 0.0, "visualmatch": 0.0, "keytodoor": 0.0}}
 
 
 @pytest.mark.parametrize("record", RESOLVED, ids=[" ".join(r["argv"]) or "defaults" for r in RESOLVED])
