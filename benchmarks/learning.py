@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     args.extra = extra
     spec = dict(TASKS[args.name])
     if args.task:
+        spec["note"] = f"{args.task}, given instead of the entry's {spec['task']} ({spec['note']})"
         spec["task"] = args.task
     label = f"{args.name}_{args.tag}" if args.tag else args.name
     logdir = args.runs / label

@@ -247,3 +247,4 @@ def test_learning_trains_the_task_given_instead_of_the_entrys(tmp_path, monkeypa
                        (["cpu", "tmaze"], "tmaze_passive_100", ["--batch_length", "256"])]
     record = json.loads((tmp_path / "out" / "learning_tmaze_L100.json").read_text())
     assert record["task"] == "tmaze_passive_100" and learning.TASKS["tmaze"]["task"] == "tmaze_passive_50"
+    assert record["note"].startswith("tmaze_passive_100, given instead of the entry's tmaze_passive_50")
