@@ -52,12 +52,13 @@ def episodes(stream: dict) -> list[dict]:
     reached (0 when the episode ended elsewhere), success (the final reward paid). An
     episode cut by eviction is skipped."""
     vector, first, last = stream["vector"], stream["is_first"], stream["is_last"]
+    begins, ends = np.flatnonzero(first), np.flatnonzero(last)
     found = []
-    for begin in np.flatnonzero(first):
-        ends = np.flatnonzero(last[begin:])
-        if not len(ends):
+    # Each episode ends at the first is_last from its first step on.
+    for begin, at in zip(begins, np.searchsorted(ends, begins)):
+        if at == len(ends):
             break
-        end = begin + ends[0]
+        end = ends[at]
         steps = vector[begin:end + 1]
         cue = steps[(steps[:, 0] == 0) & (steps[:, 1] != 0)]
         goal = steps[-1, 1] if steps[-1, 0] == 1 else 0.0
