@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recall2imagine.config import Config, ConfigError, build_config, parse_cli, validate
+from recall2imagine.config import Config, ConfigError, _flatten, build_config, load_presets, parse_cli, validate
 from recall2imagine.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,8 +125,6 @@ def test_cli_parsing_splits_presets_overrides_and_flags():
 
 
 def test_every_shipped_preset_builds_and_validates():
-    from recall2imagine.config import load_presets
-
     for name in load_presets():
         if name != "defaults":
             validate(build_config([name]))
@@ -214,7 +212,9 @@ ADDED = {"run.solved_score": (1.0, {"tmaze": 0.95}), "run.solved_evals": (0, {"t
              n_layers=2, chunk=16, top_k=4, heads=4, width=128, across_episodes=False).items()},
          "hcam.max_chunks": (64, {"cpu": 8})}
 # Preset values changed since: key -> {preset: new value}.
-CHANGED = {"loss_scales.rep": {"tmaze": 0.0, "visualmatch": 0.0, "keytodoor": 0.0}}
+CHANGED = {"loss_scales.rep": {"tmaze": 0.0, "visualmatch": 0.0, "keytodoor": 0.0},
+           "batch_size": {"tmaze": 2}, "batch_length": {"tmaze": 256}}
+PRESET_KEYS = {name: set(_flatten(tree)) for name, tree in load_presets().items() if isinstance(tree, dict)}
 
 
 @pytest.mark.parametrize("record", RESOLVED, ids=[" ".join(r["argv"]) or "defaults" for r in RESOLVED])
@@ -227,7 +227,11 @@ def test_every_preset_and_r2i_command_resolves_as_recorded(record, capsys):
     for key, (default, presets) in ADDED.items():
         expected[key] = next((v for preset, v in presets.items() if preset in record["argv"]), default)
     for key, presets in CHANGED.items():
-        expected[key] = next((v for preset, v in presets.items() if preset in record["argv"]), expected[key])
+        # The last preset (or flag) naming the key decides, as when the config is built.
+        setters = [name for name in record["argv"]
+                   if name in presets or key in PRESET_KEYS.get(name, ()) or name == f"--{key}"]
+        if setters and setters[-1] in presets:
+            expected[key] = presets[setters[-1]]
     assert printed == expected
 
 
