@@ -8,7 +8,9 @@ machine and compare each score with the published numbers.
 
 Each entry runs `train.py` in its own run directory (benchmarks/runs/suite/<entry>[_seed<n>])
 for at most its budget of wall minutes, or until its target is met. Rerunning skips finished
-entries and continues an interrupted one where it stopped, counting the minutes it already had:
+entries and continues an interrupted one where it stopped, counting the minutes it already had
+(when its run directory has no checkpoint, e.g. in a fresh clone, it starts over with the
+whole budget):
 the entry's record is rewritten at every progress line, and Ctrl-C or SIGTERM stops train.py
 (which saves), records the entry as unfinished and exits (130 / 143).
 Per entry it writes benchmarks/results/suite/<entry>.json (the curve, env steps, wall time,
@@ -129,6 +131,19 @@ def entry_record(entry: Entry, seed: int, result: dict, elapsed: float, stopped:
             **run_metadata(["date", "cpus", "machine"])}
 
 
+def minutes_to_continue(record: dict, logdir: Path, label: str) -> float:
+    """Wall seconds an unfinished entry already spent, or 0 when its run directory holds no
+    checkpoint to continue from (a fresh clone keeps the records but not the runs): train.py
+    would start over, so the budget starts over too."""
+    spent = record.get("wall_seconds", 0.0)
+    ckpt = logdir / "ckpt"
+    if spent and not (ckpt.is_dir() and any(ckpt.iterdir())):
+        print(f"{label}: its record has {spent / 60:.1f} min but {logdir} holds no checkpoint to continue "
+              "from; starting over with the whole budget", flush=True)
+        return 0.0
+    return spent
+
+
 def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> dict:
     """Trains one entry until its target, its budget or an interruption (re-raised after the
     record is written: Interrupted or KeyboardInterrupt)."""
@@ -139,7 +154,7 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> di
         print(f"{label}: finished earlier ({record['stopped']}), skipped", flush=True)
         return record
     logdir = runs / label
-    spent = record.get("wall_seconds", 0.0)
+    spent = minutes_to_continue(record, logdir, label)
     print(f"{label}: {'continuing' if spent else 'starting'} ({spent / 60:.1f} of {entry.minutes:g} min used)",
           flush=True)
     start = time.time()
