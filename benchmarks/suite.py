@@ -131,7 +131,7 @@ def entry_record(entry: Entry, seed: int, result: dict, elapsed: float, stopped:
             **run_metadata(["date", "cpus", "machine"])}
 
 
-def minutes_to_continue(record: dict, logdir: Path, label: str) -> float:
+def seconds_to_continue(record: dict, logdir: Path, label: str) -> float:
     """Wall seconds an unfinished entry already spent, or 0 when its run directory holds no
     checkpoint to continue from (a fresh clone keeps the records but not the runs): train.py
     would start over, so the budget starts over too."""
@@ -154,7 +154,7 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> di
         print(f"{label}: finished earlier ({record['stopped']}), skipped", flush=True)
         return record
     logdir = runs / label
-    spent = minutes_to_continue(record, logdir, label)
+    spent = seconds_to_continue(record, logdir, label)
     print(f"{label}: {'continuing' if spent else 'starting'} ({spent / 60:.1f} of {entry.minutes:g} min used)",
           flush=True)
     start = time.time()

@@ -151,17 +151,17 @@ def test_suite_stopped_by_sigterm_continues_with_its_minutes_finishes_and_writes
 
 
 def test_suite_continues_an_unfinished_entry_only_from_a_checkpoint(tmp_path, capsys):
-    from benchmarks.suite import minutes_to_continue
+    from benchmarks.suite import seconds_to_continue
 
     record, logdir = {"wall_seconds": 888.0, "finished": False}, tmp_path / "keytodoor_30"
     # No run directory (a fresh clone has the record only), then one without a checkpoint.
-    assert minutes_to_continue(record, logdir, "keytodoor_30") == 0.0
+    assert seconds_to_continue(record, logdir, "keytodoor_30") == 0.0
     (logdir / "ckpt").mkdir(parents=True)
-    assert minutes_to_continue(record, logdir, "keytodoor_30") == 0.0
+    assert seconds_to_continue(record, logdir, "keytodoor_30") == 0.0
     assert "14.8 min" in capsys.readouterr().out
     (logdir / "ckpt" / "100").mkdir()
-    assert minutes_to_continue(record, logdir, "keytodoor_30") == 888.0
-    assert minutes_to_continue({}, logdir, "keytodoor_30") == 0.0
+    assert seconds_to_continue(record, logdir, "keytodoor_30") == 888.0
+    assert seconds_to_continue({}, logdir, "keytodoor_30") == 0.0
 
 
 def test_suite_lists_the_cpu_entries_with_their_metrics():
