@@ -10,8 +10,12 @@ Each entry runs `train.py` in its own run directory (benchmarks/runs/suite/<entr
 for at most its budget of wall minutes, or until its target is met. Rerunning skips finished
 entries and continues an interrupted one where it stopped, counting the minutes it already had
 (when its run directory has no checkpoint, e.g. in a fresh clone, it starts over with the
-whole budget):
-the entry's record is rewritten at every progress line, and Ctrl-C or SIGTERM stops train.py
+whole budget).
+Each record keeps a digest of the config train.py resolved for it. When the presets have
+changed since it ran (the digest differs), the entry starts over, and `--rerun` starts finished
+entries over; the old record and run directory move to `superseded/` beside them. The
+scoreboard marks a row whose presets have changed since. The entry's record is rewritten at
+every progress line, and Ctrl-C or SIGTERM stops train.py
 (which saves), records the entry as unfinished and exits (130 / 143).
 Per entry it writes benchmarks/results/suite/<entry>.json (the curve, env steps, wall time,
 score) and a PNG of the curve; after every entry it rewrites benchmarks/results/SCOREBOARD.md:
@@ -26,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import shutil
 import signal
 import sys
 import time
@@ -112,6 +118,37 @@ def score(entry: Entry, logdir: Path) -> dict:
             "episodes": len(episodes)}
 
 
+def config_digest(entry: Entry, seed: int, presets=None) -> str:
+    """A short hash of the config train.py resolves for the entry and seed: the presets as they
+    are now (or `presets`), the task, the seed and the entry's arguments, not the run directory.
+    A record with another digest was trained with other values. Raises ConfigError."""
+    from recall2imagine.config import build_config, parse_cli, validate
+
+    argv = ["--configs", *(entry.presets if presets is None else presets), "--task", entry.task,
+            "--seed", str(seed), *entry.args]
+    names, overrides, _ = parse_cli(argv)
+    flat = validate(build_config(names, overrides)).flat()
+    flat.pop("logdir", None)
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=repr).encode()).hexdigest()[:12]
+
+
+def supersede(out: Path, runs: Path, label: str, record: dict) -> str:
+    """Moves an entry's record, curve and run directory to `superseded/` beside them, named by
+    the old config digest (or the record's date), so that the entry can start over and nothing
+    already measured is lost. Returns the name they were moved to."""
+    tag = record.get("config_digest") or str(record.get("date", "undated")).replace(":", "")[:17]
+    name = f"{label}_{tag}"
+    moves = [(out / f"{label}{suffix}", out / "superseded" / f"{name}{suffix}") for suffix in (".json", ".png")]
+    moves.append((runs / label, runs / "superseded" / name))
+    for source, target in moves:
+        if source.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():  # the same digest superseded twice: keep both
+                target = target.with_name(f"{target.stem}_{int(time.time())}{target.suffix}")
+            shutil.move(str(source), str(target))
+    return name
+
+
 class Interrupted(Exception):
     """SIGTERM while an entry trains (Ctrl-C arrives as KeyboardInterrupt)."""
 
@@ -121,13 +158,13 @@ def _on_sigterm(signum, frame):
 
 
 def entry_record(entry: Entry, seed: int, result: dict, elapsed: float, stopped: str, finished: bool,
-                 command: str, stderr: str = "") -> dict:
+                 command: str, stderr: str = "", digest: str | None = None) -> dict:
     """The JSON record of an entry: its score so far, wall time, how it stopped."""
     return {"entry": entry.name, "seed": seed, "task": entry.task, "presets": list(entry.presets),
             "metric": METRICS[entry.metric], "target": entry.target, "chance": entry.chance,
             "published": entry.published, **result, "wall_seconds": round(elapsed, 1),
             "budget_minutes": entry.minutes, "stopped": stopped, "finished": finished,
-            "train_command": command, "stderr_tail": stderr[-1500:],
+            "train_command": command, "config_digest": digest, "stderr_tail": stderr[-1500:],
             **run_metadata(["date", "cpus", "machine"])}
 
 
@@ -144,12 +181,21 @@ def seconds_to_continue(record: dict, logdir: Path, label: str) -> float:
     return spent
 
 
-def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> dict:
+def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float, rerun: bool = False) -> dict:
     """Trains one entry until its target, its budget or an interruption (re-raised after the
-    record is written: Interrupted or KeyboardInterrupt)."""
+    record is written: Interrupted or KeyboardInterrupt). `rerun`: start over even if finished."""
     label = entry.name if seed == 0 else f"{entry.name}_seed{seed}"
     record_path = out / f"{label}.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    digest = config_digest(entry, seed)
+    old = record.get("config_digest")
+    # --rerun starts a finished entry over; an unfinished one with the same config continues, so
+    # that rerunning the same command after an interruption continues as without --rerun.
+    if record and ((rerun and record.get("finished")) or (old is not None and old != digest)):
+        why = "--rerun" if rerun else f"its presets changed since it ran (config {old}, now {digest})"
+        name = supersede(out, runs, label, record)
+        print(f"{label}: {why}; its record and run moved to superseded/{name}, starting over", flush=True)
+        record = {}
     if record.get("finished"):
         print(f"{label}: finished earlier ({record['stopped']}), skipped", flush=True)
         return record
@@ -168,7 +214,8 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> di
             print(f"  {label}: {elapsed / 60:5.1f} min, {now['env_steps']:8d} env steps, "
                   f"{METRICS[entry.metric]} {'-' if now['score'] is None else format(now['score'], '.3f')}", flush=True)
             # Kept up to date, so that a kill at any moment loses no more than one poll of minutes.
-            write_record(out / label, entry_record(entry, seed, now, elapsed, "running", False, command), quiet=True)
+            write_record(out / label, entry_record(entry, seed, now, elapsed, "running", False, command,
+                                                   digest=digest), quiet=True)
             if now["steps_at_target"] is not None:
                 stopped = "target reached"
                 break
@@ -194,7 +241,8 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> di
     elif elapsed < entry.minutes * 60:
         stopped = "train.py ended by itself (run.steps spent or its own target)"
     finished = not failed and interrupted is None and (stopped != "budget" or elapsed >= entry.minutes * 60)
-    record = entry_record(entry, seed, result, elapsed, stopped, finished, command, stderr if failed else "")
+    record = entry_record(entry, seed, result, elapsed, stopped, finished, command, stderr if failed else "",
+                          digest=digest)
     write_record(out / label, record)
     if result["episodes"]:
         from recall2imagine.plot import plot_runs
@@ -207,8 +255,12 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float) -> di
 
 
 def scoreboard(out: Path, path: Path) -> None:
-    """SCOREBOARD.md: one row per entry and seed that has a record in `out`, in suite order."""
+    """SCOREBOARD.md: one row per entry and seed that has a record in `out`, in suite order; a
+    row trained with presets that have changed since says so."""
+    from recall2imagine.config import ConfigError
+
     order = {e.name: i for i, e in enumerate(CPU_SUITE)}
+    entries = {e.name: e for e in CPU_SUITE}
     records = [json.loads(p.read_text()) for p in out.glob("*.json")]
     records.sort(key=lambda r: (order.get(r["entry"], len(order)), r["entry"], r["seed"]))
     lines = ["# Scoreboard", "",
@@ -221,6 +273,13 @@ def scoreboard(out: Path, path: Path) -> None:
             met = "no target"
         else:
             met = "yes" if r["steps_at_target"] is not None else ("no" if r["finished"] else "not yet (unfinished)")
+        if r.get("config_digest") and r["entry"] in entries:
+            try:
+                now = config_digest(entries[r["entry"]], r["seed"], presets=r["presets"])
+            except ConfigError:
+                now = None
+            if now != r["config_digest"]:
+                met += " (presets changed since: rerun)"
         lines.append(f"| [{r['task']}](suite/{r['entry']}{'_seed' + str(r['seed']) if r['seed'] else ''}.json)"
                      f" seed {r['seed']} | {value} ({r['metric']}) | {r['target']} | {met} | {r['env_steps']:,} "
                      f"| {r['wall_seconds'] / 60:.1f} min | {r['published']} | {r['chance']} |")
@@ -238,6 +297,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs" / "suite")
     parser.add_argument("--out", type=Path, default=RESULTS / "suite")
     parser.add_argument("--poll", type=float, default=10.0, help="seconds between progress lines")
+    parser.add_argument("--rerun", action="store_true",
+                        help="start finished entries over (their records move to superseded/)")
     args = parser.parse_args(argv)
     entries = [e for e in CPU_SUITE if args.only is None or e.name in args.only]
     unknown = sorted(set(args.only or ()) - {e.name for e in CPU_SUITE})
@@ -251,11 +312,16 @@ def main(argv=None) -> int:
             print(f"{e.name:32s} {e.task:45s} --configs {' '.join(e.presets):22s} {e.minutes:g} min  "
                   f"{METRICS[e.metric]} {goal}")
         return 0
+    from recall2imagine.config import ConfigError
+
     args.out.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
     for entry in entries:
         try:
-            run_entry(entry, args.seed, args.runs, args.out, args.poll)
+            run_entry(entry, args.seed, args.runs, args.out, args.poll, rerun=args.rerun)
+        except ConfigError as error:
+            print(f"error: entry {entry.name}: {error}", file=sys.stderr)
+            return 2
         except (Interrupted, KeyboardInterrupt) as error:
             return 143 if isinstance(error, Interrupted) else 130
         finally:  # after every entry, interrupted ones included

@@ -262,3 +262,51 @@ def test_learning_trains_the_task_given_instead_of_the_entrys(tmp_path, monkeypa
     record = json.loads((tmp_path / "out" / "learning_tmaze_L100.json").read_text())
     assert record["task"] == "tmaze_passive_100" and learning.TASKS["tmaze"]["task"] == "tmaze_passive_50"
     assert record["note"].startswith("tmaze_passive_100, given instead of the entry's tmaze_passive_50")
+
+
+def test_suite_starts_over_an_entry_whose_presets_changed_and_keeps_the_old_record(tmp_path, monkeypatch, capsys):
+    import benchmarks.suite as suite
+
+    entry = next(e for e in suite.CPU_SUITE if e.name == "tmaze_passive_50")
+    digest = suite.config_digest(entry, 0)
+    assert digest == suite.config_digest(entry, 0)
+    assert digest != suite.config_digest(entry, 1)
+    assert digest != suite.config_digest(entry, 0, presets=("cpu", "tmaze", "debug"))
+    # train.py is replaced by a process that ends at once: the suite records it as finished.
+    started = []
+
+    def fake_training(presets, task, logdir, extra=()):
+        started.append(logdir)
+        return "train.py", subprocess.Popen([sys.executable, "-c", "pass"], stderr=subprocess.PIPE, text=True)
+
+    monkeypatch.setattr(suite, "start_training", fake_training)
+    out, runs = tmp_path / "suite", tmp_path / "runs"
+    out.mkdir()
+    old = {"entry": entry.name, "seed": 0, "finished": True, "stopped": "target reached", "config_digest": "0ld0ld0ld0ld",
+           "date": "2026-11-30T10:00:00+00:00"}
+    (out / "tmaze_passive_50.json").write_text(json.dumps(old))
+    (out / "tmaze_passive_50.png").write_bytes(b"png")
+    (runs / "tmaze_passive_50" / "ckpt").mkdir(parents=True)
+    record = suite.run_entry(entry, 0, runs, out, poll=0.01)
+    said = capsys.readouterr().out
+    assert "presets changed since it ran (config 0ld0ld0ld0ld, now " + digest in said
+    assert started == [runs / "tmaze_passive_50"] and record["config_digest"] == digest and record["finished"]
+    # Nothing measured is lost: the old record, curve and run directory moved aside.
+    assert json.loads((out / "superseded" / "tmaze_passive_50_0ld0ld0ld0ld.json").read_text()) == old
+    assert (out / "superseded" / "tmaze_passive_50_0ld0ld0ld0ld.png").read_bytes() == b"png"
+    assert (runs / "superseded" / "tmaze_passive_50_0ld0ld0ld0ld" / "ckpt").is_dir()
+    assert json.loads((out / "tmaze_passive_50.json").read_text())["config_digest"] == digest
+    # Same config and finished: skipped. --rerun: started over, the old one kept under its digest.
+    suite.run_entry(entry, 0, runs, out, poll=0.01)
+    assert "finished earlier" in capsys.readouterr().out and len(started) == 1
+    suite.run_entry(entry, 0, runs, out, poll=0.01, rerun=True)
+    assert "--rerun" in capsys.readouterr().out and len(started) == 2
+    assert (out / "superseded" / f"tmaze_passive_50_{digest}.json").exists()
+    # The scoreboard marks a row whose presets changed since it ran, and only that one.
+    stale = dict(json.loads((out / "tmaze_passive_50.json").read_text()), seed=1, config_digest="0ld0ld0ld0ld")
+    (out / "tmaze_passive_50_seed1.json").write_text(json.dumps(stale))
+    board = tmp_path / "SCOREBOARD.md"
+    suite.scoreboard(out, board)
+    rows = [line for line in board.read_text().splitlines() if line.startswith("| [")]
+    assert len(rows) == 2
+    assert "presets changed since" not in rows[0] and "presets changed since: rerun" in rows[1]
