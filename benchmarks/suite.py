@@ -41,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import EVAL_KEYS, RESULTS, read_jsonl, run_metadata, start_training, utc_now, write_record  # noqa: E402
+from recall2imagine.config import ConfigError, build_config, parse_cli, validate  # noqa: E402
 
 METRICS = {
     "greedy": "greedy success",
@@ -122,8 +123,6 @@ def config_digest(entry: Entry, seed: int, presets=None) -> str:
     """A short hash of the config train.py resolves for the entry and seed: the presets as they
     are now (or `presets`), the task, the seed and the entry's arguments, not the run directory.
     A record with another digest was trained with other values. Raises ConfigError."""
-    from recall2imagine.config import build_config, parse_cli, validate
-
     argv = ["--configs", *(entry.presets if presets is None else presets), "--task", entry.task,
             "--seed", str(seed), *entry.args]
     names, overrides, _ = parse_cli(argv)
@@ -257,8 +256,6 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float, rerun
 def scoreboard(out: Path, path: Path) -> None:
     """SCOREBOARD.md: one row per entry and seed that has a record in `out`, in suite order; a
     row trained with presets that have changed since says so."""
-    from recall2imagine.config import ConfigError
-
     order = {e.name: i for i, e in enumerate(CPU_SUITE)}
     entries = {e.name: e for e in CPU_SUITE}
     records = [json.loads(p.read_text()) for p in out.glob("*.json")]
@@ -312,8 +309,6 @@ def main(argv=None) -> int:
             print(f"{e.name:32s} {e.task:45s} --configs {' '.join(e.presets):22s} {e.minutes:g} min  "
                   f"{METRICS[e.metric]} {goal}")
         return 0
-    from recall2imagine.config import ConfigError
-
     args.out.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
     for entry in entries:
