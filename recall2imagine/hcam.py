@@ -34,7 +34,7 @@ State (a dict; one batch axis B; float rows in float32):
     accum (B, C, H): rows of the chunk being filled (zeros beyond the fill count)
     window (B, C, H): rows of the last C steps, oldest first (zeros where invalid)
   frozen (only in states built by `HCAMCore.freeze` for imagination): n_layers dicts of
-    the memory's and window's projections, reused by imagined steps (remember=False)
+    the summaries' and window's projections, reused by imagined steps (remember=False)
 Every slot, row or key that is not valid holds zeros, so equal histories give equal
 states whichever mode built them.
 """
@@ -87,16 +87,32 @@ def chunk_weights(logits, visible, top_k):
                               inplace=False)
 
 
-def chunk_attention(q, k, v, weights):
-    """Attention within chunks, then their weighted sum.
+def chunk_read(q, rows, weights, key, value, positions):
+    """Attention within chunks, then their weighted sum, on the chunks' raw rows.
 
-    q (..., h, d); k, v (..., N, C, h, d) projected chunk rows; weights (..., N).
-    Returns (..., h, d) float32: sum_n weights_n * softmax_c(q.k_nc / sqrt(d)) v_nc.
+    q (..., h, d) projected queries; rows (..., N, C, H) stop-gradient chunk rows;
+    weights (..., N); key, value: (kernel (H, h, d), bias (h, d)) of the row
+    projections; positions (C, H) slot encodings added to every chunk's rows. Returns
+    (..., h, d) float32: sum_n weights_n * softmax_c(q.k_nc / sqrt(d)) v_nc with
+    k_nc = (rows_nc + positions_c) key_kernel + key_bias, v likewise.
+
+    The projections are moved to the query side (q.k = (key_kernel q).row + q.bias)
+    and the value side (sum_c p_c v_c = value_kernel(sum_c p_c row_c) + bias, as the
+    p_c sum to 1): each stored row is read once as its H floats instead of as projected
+    keys and values (2 x heads x d floats), and no stored chunk is ever projected.
     """
-    scores = jnp.einsum("...hd,...nchd->...nhc", q, k).astype(jnp.float32)
-    probs = jax.nn.softmax(scores / math.sqrt(q.shape[-1]), -1)
-    per_chunk = jnp.einsum("...nhc,...nchd->...nhd", probs, v.astype(jnp.float32))
-    return jnp.einsum("...n,...nhd->...hd", weights, per_chunk)
+    (wk, bk), (wv, bv) = key, value
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    q = q.astype(jnp.float32) * scale
+    q_rows = jnp.einsum("...hd,fhd->...hf", q, wk.astype(jnp.float32))
+    offset = jnp.einsum("...hf,cf->...hc", q_rows, positions) + jnp.einsum(
+        "...hd,hd->...h", q, bk.astype(jnp.float32))[..., None]
+    scores = jnp.einsum("...hf,...ncf->...nhc", q_rows, rows.astype(jnp.float32)) + offset[..., None, :, :]
+    probs = jax.nn.softmax(scores, -1) * weights[..., None, None]
+    mixed = (jnp.einsum("...nhc,...ncf->...hf", probs, rows.astype(jnp.float32))
+             + jnp.einsum("...nhc,cf->...hf", probs, positions))
+    return (jnp.einsum("...hf,fhd->...hd", mixed, wv.astype(jnp.float32))
+            + weights.sum(-1)[..., None, None] * bv.astype(jnp.float32))
 
 
 def local_attention(q, k, v, valid, bias):
@@ -112,7 +128,7 @@ def local_attention(q, k, v, valid, bias):
 def segment_softmax(scores, segment, segments):
     """Softmax of scores (R, ...) over the rows (leading axis) of each segment;
     segment (R,) int in [0, segments). Row-level form of the within-chunk softmax of
-    `chunk_attention` when chunks are runs of rows: no (queries, chunks, C) tensor."""
+    `chunk_read` when chunks are runs of rows: no (queries, chunks, C) tensor."""
     top = sg(jax.ops.segment_max(scores, segment, segments))[segment]
     e = jnp.exp(scores - top)
     return e / jax.ops.segment_sum(e, segment, segments)[segment]
@@ -202,6 +218,29 @@ def write_row(layer, row, fill, write):
 # ------------------------------------------------------------------ modules
 
 
+class HeadProjection(nn.Module):
+    """Rows (..., features) -> (..., heads, head_dim), with DenseGeneral's parameters
+    (kernel (features, heads, head_dim), bias (heads, head_dim)) and its initialisation;
+    `raw` hands them to `chunk_read`, which applies them on the query side."""
+
+    features: int
+    heads: int
+    head_dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
+        self.kernel = self.param("kernel", init, (self.features, self.heads, self.head_dim))
+        self.bias = self.param("bias", nn.initializers.zeros, (self.heads, self.head_dim))
+
+    def __call__(self, x):
+        y = jnp.einsum("...f,fhd->...hd", x.astype(self.dtype), self.kernel.astype(self.dtype))
+        return y + self.bias.astype(self.dtype)
+
+    def raw(self):
+        return self.kernel, self.bias
+
+
 class HCAMBlock(nn.Module):
     """One pre-norm block: local attention + HCAM read, then a residual MLP."""
 
@@ -228,7 +267,10 @@ class HCAMBlock(nn.Module):
         scaled = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
         self.mem_query = nn.Dense(self.width, use_bias=False, dtype=self.dtype, kernel_init=scaled)
         self.mem_key = nn.Dense(self.width, use_bias=False, dtype=self.dtype, kernel_init=scaled)
-        self.read_q, self.read_k, self.read_v = project(), project(), project()
+        self.read_q = project()
+        # Applied to stored rows inside `chunk_read` (query and value side).
+        self.read_k, self.read_v = (HeadProjection(self.features, *per_head, dtype=self.dtype)
+                                    for _ in range(2))
         # No bias: zero weights give an exactly zero readout.
         self.read_out = merge(bias=False)
         self.mlp_norm = nn.LayerNorm(epsilon=1e-3)
@@ -247,12 +289,15 @@ class HCAMBlock(nn.Module):
 
     def freeze(self, layer):
         """The projections of a layer's memory and window that imagined steps reuse:
-        read keys and values of every stored row (B, M, C, heads, d), mem_key of the
-        summaries (B, M, F), local keys and values of the window (B, C, heads, d)."""
-        contents = self._contents(layer["contents"], jnp.arange(self.chunk))
-        return {"read_k": self.read_k(contents), "read_v": self.read_v(contents),
-                "mem_keys": self.mem_key(sg(layer["keys"])),
+        mem_key of the summaries (B, M, F), local keys and values of the window
+        (B, C, heads, d). (Stored rows are read raw by `chunk_read`: nothing to project.)"""
+        return {"mem_keys": self.mem_key(sg(layer["keys"])),
                 "window_k": self.local_k(layer["window"]), "window_v": self.local_v(layer["window"])}
+
+    def _read(self, query, rows, weights):
+        """`chunk_read` of this layer: query (..., h, d); rows (..., N, C, H); weights (..., N)."""
+        return chunk_read(query, sg(rows), weights, self.read_k.raw(), self.read_v.raw(),
+                          sinusoid(self.chunk, self.features))
 
     def _contents(self, rows, pos):
         """Stop-gradient rows plus the encoding of their slot pos (int, rows' shape[:-1])."""
@@ -280,15 +325,10 @@ class HCAMBlock(nn.Module):
             idx, weights = select_top_k(logits, state["valid"], self.top_k)
         else:
             idx, weights = None, masked_softmax(logits, state["valid"])
-        if frozen is None:
-            contents = self._contents(layer["contents"], jnp.arange(self.chunk))
-            if idx is not None:
-                contents = jnp.take_along_axis(contents, idx[:, :, None, None], 1)
-            read_k, read_v = self.read_k(contents), self.read_v(contents)
-        else:
-            gather = lambda a: a if idx is None else jnp.take_along_axis(a, idx[:, :, None, None, None], 1)
-            read_k, read_v = gather(frozen["read_k"]), gather(frozen["read_v"])
-        read = chunk_attention(self.read_q(row), read_k, read_v, weights)
+        contents = layer["contents"]
+        if idx is not None:
+            contents = jnp.take_along_axis(contents, idx[:, :, None, None], 1)
+        read = self._read(self.read_q(row), contents, weights)
         if frozen is not None:
             frozen = {**frozen, "window_k": jnp.concatenate([window_k[:, 1:], k_now[:, None]], 1),
                       "window_v": jnp.concatenate([window_v[:, 1:], v_now[:, None]], 1)}
@@ -305,12 +345,29 @@ class HCAMBlock(nn.Module):
         return self._finish(x, self.local_out(local) + self.read_out(read)), rows
 
     def _local_sequence(self, row, rows, layout):
-        """Banded form of the step's local attention: offset j of step t is row C+t-j."""
+        """Blocked form of the step's local attention: offset j of step t is row C+t-j.
+
+        Steps go in blocks of C; block i's queries (steps iC..iC+C-1) see the 2C rows
+        iC..iC+2C-1 of the extended axis, masked to offsets 0..C of the same episode:
+        two whole blocks of keys per block of queries instead of C+1 shifted copies."""
         c, steps = self.chunk, row.shape[0]
-        band = lambda a: jnp.stack([a[c - j:c - j + steps] for j in range(c + 1)], 2)
-        valid = band(layout["ep"]) == layout["ep"][c:, :, None]
-        return local_attention(self.local_q(row), band(self.local_k(rows)),
-                               band(self.local_v(rows)), valid, self.local_bias)
+        blocks = -(-steps // c)
+        pad = lambda a, fill=0: jnp.concatenate(
+            [a, jnp.full((blocks * c - steps,) + a.shape[1:], fill, a.dtype)])
+        pair = lambda a: jnp.concatenate([a[:-1], a[1:]], 1)  # (blocks + 1, C, ...) -> (blocks, 2C, ...)
+        split = lambda a: a.reshape((-1, c) + a.shape[1:])
+        query = split(pad(self.local_q(row)))
+        keys, values = (pair(split(pad(f(rows)))) for f in (self.local_k, self.local_v))
+        ep = pad(layout["ep"], -2)
+        # offset[i, j] of query i against key j of its pair of blocks
+        offset = c + jnp.arange(c)[:, None] - jnp.arange(2 * c)[None]
+        near = (offset >= 0) & (offset <= c)
+        valid = near[None, :, :, None] & (pair(split(ep))[:, None] == split(ep[c:])[:, :, None])
+        scores = jnp.einsum("icbhd,ijbhd->ibhcj", query, keys).astype(jnp.float32)
+        scores = scores / math.sqrt(query.shape[-1]) + self.local_bias[:, jnp.clip(offset, 0, c)]
+        probs = jax.nn.softmax(jnp.where(valid.transpose(0, 3, 1, 2)[:, :, None], scores, NEG), -1)
+        out = jnp.einsum("ibhcj,ijbhd->icbhd", probs, values.astype(jnp.float32))
+        return out.reshape((-1,) + out.shape[2:])[:steps]
 
     def _read_sequence(self, row, rows, layout, ring):
         c, steps = self.chunk, row.shape[0]
@@ -338,9 +395,7 @@ class HCAMBlock(nn.Module):
         read = jnp.einsum("blht,lbhd->tbhd", row_weight * probs,
                           self.read_v(contents).astype(jnp.float32))
         if ring is not None:
-            stored = self._contents(ring["contents"], jnp.arange(c))
-            read = read + chunk_attention(query, self.read_k(stored)[None],
-                                          self.read_v(stored)[None], ring_weights.swapaxes(0, 1))
+            read = read + self._read(query, ring["contents"][None], ring_weights.swapaxes(0, 1))
         return read
 
 
@@ -382,8 +437,8 @@ class HCAMCore(nn.Module):
     def freeze(self, state):
         """``state`` plus the projections that imagined steps (remember=False) would
         otherwise recompute from the unchanging memory on every step (key "frozen"):
-        each imagined step then reads them instead of projecting all stored rows and
-        the window again. Same outputs as the plain state; `step` with remember=True
+        each imagined step then reads them instead of projecting the summaries and the
+        window again. Same outputs as the plain state; `step` with remember=True
         drops them, since its writes would make them stale."""
         return {**state, "frozen": tuple(block.freeze(layer)
                                          for block, layer in zip(self.blocks, state["layers"]))}

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from recall2imagine.hcam import HCAMCore, chunk_weights, masked_softmax, select_top_k
+from recall2imagine.hcam import HCAMCore, chunk_read, chunk_weights, masked_softmax, select_top_k
 
 T, B, H, C, M = 24, 2, 8, 4, 3
 CONFIGS = {"base": dict(top_k=2), "all": dict(top_k=0, across_episodes=True),
@@ -198,6 +198,28 @@ def test_chunk_weights_top_k():
     assert (select_top_k(logits, nothing, 2)[1] == 0).all()
     grad = jax.grad(lambda x: masked_softmax(x, nothing).sum() + chunk_weights(x, visible, 2)[0, 1])
     assert np.isfinite(grad(logits)).all()
+
+
+def test_chunk_read_equals_attention_over_projected_rows():
+    """The raw-row read (projections moved to the query and value side) equals attention
+    over keys and values projected from every stored row plus its slot encoding, and
+    reads exactly zero where no chunk has weight."""
+    rng = np.random.default_rng(0)
+    n, c, h, d, f = 3, 4, 2, 5, 6
+    q, rows, weights = rng.normal(size=(2, h, d)), rng.normal(size=(2, n, c, f)), rng.random((2, n))
+    weights[1] = 0.0
+    wk, wv, positions = rng.normal(size=(f, h, d)), rng.normal(size=(f, h, d)), rng.normal(size=(c, f))
+    bk, bv = rng.normal(size=(h, d)), rng.normal(size=(h, d))
+    stored = rows + positions
+    keys, values = stored @ wk.reshape(f, -1), stored @ wv.reshape(f, -1)
+    keys, values = (a.reshape(2, n, c, h, d) + b for a, b in ((keys, bk), (values, bv)))
+    probs = jax.nn.softmax(np.einsum("bhd,bnchd->bnhc", q, keys) / np.sqrt(d), -1)
+    expected = np.einsum("bn,bnhc,bnchd->bhd", weights, probs, values)
+    got = chunk_read(*(jnp.asarray(a, jnp.float32) for a in (q, rows, weights)),
+                     (jnp.asarray(wk), jnp.asarray(bk)), (jnp.asarray(wv), jnp.asarray(bv)),
+                     jnp.asarray(positions, jnp.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert (np.asarray(got[1]) == 0).all()
 
 
 def test_top_k_covering_every_chunk_equals_top_k_zero(params, data):
