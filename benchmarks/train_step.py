@@ -9,6 +9,7 @@ benchmarks/results/train_step.{json,csv}.
     python benchmarks/train_step.py            # lengths 64 256 1024, 5 timed steps each
     python benchmarks/train_step.py --quick    # lengths 64 256, 2 timed steps
     python benchmarks/train_step.py --cores mimo gru   # a subset of the cores
+    python benchmarks/train_step.py --set hcam.width=64 hcam.heads=2   # config overrides
 """
 
 import argparse
@@ -61,8 +62,13 @@ def parse_args():
                         help="ssm.scan for mimo")
     parser.add_argument("--cores", nargs="+", default=["mimo", "gru", "hcam"],
                         choices=["mimo", "gru", "hcam"], help="ssm_type values to time (mimo first)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides on top of the presets (all cores)")
     parser.add_argument("--out", default=str(RESULTS / "train_step"))
     args = parser.parse_args()
+    for item in args.set:
+        if "=" not in item:
+            parser.error(f"--set takes KEY=VALUE items, got {item!r}")
     args.lengths = args.lengths or ([64, 256] if args.quick else [64, 256, 1024])
     args.steps = args.steps or (2 if args.quick else 5)
     return args
@@ -82,8 +88,13 @@ def synthetic_batch(batch, length, keys=("vector",), seed=0):
             "is_terminal": np.zeros((batch, length), bool)}
 
 
+def overrides(args):
+    """--set KEY=VALUE items as command-line overrides."""
+    return {key: [value] for key, value in (item.split("=", 1) for item in args.set)}
+
+
 def measure(ssm_type, length, args):
-    config = build_config(args.presets, {"ssm_type": ssm_type, "ssm.scan": args.scan,
+    config = build_config(args.presets, {**overrides(args), "ssm_type": ssm_type, "ssm.scan": args.scan,
                                          "batch_size": args.batch, "batch_length": length})
     keys = observation_keys(config)
     agent = Agent(observation_space(keys), gym.spaces.Discrete(ACTIONS), config)
@@ -132,11 +143,11 @@ def main():
             print(f"T={length:5d}  {core}/mimo: train step x{ratio[f'train_{core}_over_mimo']:.2f}, "
                   f"world-model grad x{ratio[f'wm_grad_{core}_over_mimo']:.2f}")
         ratios.append(ratio)
-    config = build_config(args.presets)
+    config = build_config(args.presets, overrides(args))
     record = {
         **agent_metadata(["python", "jax", "jaxlib", "flax", "optax", "numpy"], devices=True),
         "widths": widths(config, args.presets, observation_space(observation_keys(config)), **{"ssm.scan": args.scan},
-                         hcam=config.hcam.to_dict()),
+                         hcam=config.hcam.to_dict(), overrides=args.set),
         "results": rows, "ratios": ratios}
     columns = list(dict.fromkeys(key for r in rows for key in r))
     write_record(args.out, record, rows, columns=columns)

@@ -73,6 +73,26 @@ def test_train_step_records_a_failing_setting_and_times_the_others(tmp_path, mon
     assert "error" in (tmp_path / "steps.csv").read_text().splitlines()[0]
 
 
+def test_train_step_applies_set_overrides_to_every_core_and_refuses_a_bare_key(tmp_path, monkeypatch, capsys):
+    import benchmarks.train_step as train_step
+
+    seen = []
+    monkeypatch.setattr(train_step, "measure", lambda ssm_type, length, args: seen.append(
+        train_step.build_config(args.presets, train_step.overrides(args))) or {
+        "ssm_type": ssm_type, "batch_length": length, "batch_size": args.batch, "train_step_s": 0.5, "wm_grad_s": 0.25})
+    argv = ["train_step.py", "--presets", "debug", "--lengths", "16", "--cores", "mimo", "hcam",
+            "--out", str(tmp_path / "steps")]
+    monkeypatch.setattr(sys, "argv", argv + ["--set", "hcam.width=32", "hcam.heads=2"])
+    assert train_step.main() == 0
+    assert [(c.hcam.width, c.hcam.heads) for c in seen] == [(32, 2), (32, 2)]
+    record = json.loads((tmp_path / "steps.json").read_text())
+    assert record["widths"]["overrides"] == ["hcam.width=32", "hcam.heads=2"]
+    monkeypatch.setattr(sys, "argv", argv + ["--set", "hcam.width"])
+    with pytest.raises(SystemExit) as stopped:
+        train_step.main()
+    assert stopped.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
+
+
 def test_gpu_check_refuses_an_unknown_option():
     result = gpu_check("--huge")
     assert result.returncode == 2 and "unknown option --huge" in result.stderr
