@@ -111,6 +111,11 @@ def run_metadata(fields, packages=(), argv=None, module: str | None = None) -> d
     return meta
 
 
+def set_overrides(items) -> dict:
+    """`--set KEY=VALUE` items as config overrides, each value as the command line gives it."""
+    return {key: [value] for key, value in (item.split("=", 1) for item in items)}
+
+
 def write_record(stem, record: dict, rows=None, columns=None, comments=(), footer=(), quiet=False) -> list:
     """Writes `record` as <stem>.json and, given `rows`, those rows as <stem>.csv.
 

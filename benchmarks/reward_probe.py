@@ -43,7 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from benchmarks.common import RESULTS, run_metadata, write_record  # noqa: E402
+from benchmarks.common import RESULTS, run_metadata, set_overrides, write_record  # noqa: E402
 from env_wrappers import make_vector  # noqa: E402
 from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
@@ -112,7 +112,7 @@ def synthetic_reward(data, rule):
 
 def main():
     args = parse_args()
-    overrides = dict((k, [v]) for k, v in (item.split("=", 1) for item in args.set))
+    overrides = set_overrides(args.set)
     config = build_config(args.presets, {"task": args.task, **overrides})
     env = make_vector(args.task, args.envs, seed=0, parallel=False)
     agent = Agent(env.obs_space, env.act_space, config)

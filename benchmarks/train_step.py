@@ -25,7 +25,7 @@ import gymnasium as gym  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS, run_metadata, timed, write_record  # noqa: E402
+from benchmarks.common import RESULTS, run_metadata, set_overrides, timed, write_record  # noqa: E402
 from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
 
@@ -90,7 +90,7 @@ def synthetic_batch(batch, length, keys=("vector",), seed=0):
 
 def overrides(args):
     """--set KEY=VALUE items as command-line overrides."""
-    return {key: [value] for key, value in (item.split("=", 1) for item in args.set)}
+    return set_overrides(args.set)
 
 
 def measure(ssm_type, length, args):

@@ -104,12 +104,13 @@ def chunk_read(q, rows, weights, key, value, positions):
     (wk, bk), (wv, bv) = key, value
     scale = 1.0 / math.sqrt(q.shape[-1])
     q = q.astype(jnp.float32) * scale
+    rows = rows.astype(jnp.float32)
     q_rows = jnp.einsum("...hd,fhd->...hf", q, wk.astype(jnp.float32))
     offset = jnp.einsum("...hf,cf->...hc", q_rows, positions) + jnp.einsum(
         "...hd,hd->...h", q, bk.astype(jnp.float32))[..., None]
-    scores = jnp.einsum("...hf,...ncf->...nhc", q_rows, rows.astype(jnp.float32)) + offset[..., None, :, :]
+    scores = jnp.einsum("...hf,...ncf->...nhc", q_rows, rows) + offset[..., None, :, :]
     probs = jax.nn.softmax(scores, -1) * weights[..., None, None]
-    mixed = (jnp.einsum("...nhc,...ncf->...hf", probs, rows.astype(jnp.float32))
+    mixed = (jnp.einsum("...nhc,...ncf->...hf", probs, rows)
              + jnp.einsum("...nhc,cf->...hf", probs, positions))
     return (jnp.einsum("...hf,fhd->...hd", mixed, wv.astype(jnp.float32))
             + weights.sum(-1)[..., None, None] * bv.astype(jnp.float32))
