@@ -14,8 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 GPU_CHECK = ROOT / "benchmarks" / "gpu_check.sh"
 
 
+# The suite's persistent compilation cache for the scripts' own processes (JAX reads these
+# variables at import): a second train.py run of the same model loads its programs instead of
+# compiling them again.
+CACHED = {"JAX_COMPILATION_CACHE_DIR": str(ROOT / ".jax_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
 def gpu_check(*args):
-    env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+    env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu", **CACHED)
     return subprocess.run(["bash", str(GPU_CHECK), *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
 
@@ -122,7 +128,7 @@ def test_suite_stopped_by_sigterm_continues_with_its_minutes_finishes_and_writes
     out, runs = tmp_path / "results" / "suite", tmp_path / "runs"
     args = SUITE + ["--only", "tmaze_passive_50", "--preset", "debug", "--runs", str(runs), "--out", str(out),
                     "--poll", "1"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **CACHED)
     record_path, board_path = out / "tmaze_passive_50.json", tmp_path / "results" / "SCOREBOARD.md"
     suite = subprocess.Popen(args + ["--minutes", "10"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)

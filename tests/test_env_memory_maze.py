@@ -68,9 +68,23 @@ def plan_action(obs):
     return LEFT if angle > 0 else RIGHT
 
 
-def rollout(fast_targets: bool, steps: int = 1100) -> dict[str, list]:
+# Memory Maze 9x9 episodes last 250 s (1,000 steps at 4 Hz); the comparison shortens them to
+# 75 s (300 steps) so that a whole episode, its end and the next reset take a third of the time.
+EPISODE_SECONDS, EPISODE_STEPS = 75.0, 300
+
+
+def shorten_episodes(dm, seconds: float) -> None:
+    """Sets the time limit of the composer environment under memory_maze's dm_env wrappers
+    (memory_maze subtracts 1 ms, so that an episode is exactly seconds x 4 steps)."""
+    while "_time_limit" not in vars(dm):
+        dm = dm.env
+    dm._time_limit = seconds - 1e-3
+
+
+def rollout(fast_targets: bool, steps: int = EPISODE_STEPS + 100) -> dict[str, list]:
     """Runs the target-seeking policy; records every step and reset (observations as sha1 digests)."""
     env = env_wrappers.make("gym_memory_maze:MemoryMaze-9x9-ExtraObs-v0", seed=11, fast_targets=fast_targets)
+    shorten_episodes(env.unwrapped.dm_env, EPISODE_SECONDS)
     obs, _ = env.reset()
     trace = {"steps": [], "resets": [digest(obs)], "episodes": []}
     for _ in range(steps):
@@ -98,10 +112,11 @@ def test_fast_target_check_matches_stock_frames_and_rewards_across_an_episode_re
     mismatch = next((t for t, (a, b) in enumerate(zip(stock["steps"], fast["steps"])) if a != b), None)
     assert mismatch is None, f"fast path differs from stock at step {mismatch}"
     assert stock == fast
-    assert fast["episodes"] == [(False, True, 1000)]  # time limit only: a truncation
-    assert len(fast["resets"]) == 2 and len(fast["steps"]) == 1100
+    assert fast["episodes"] == [(False, True, EPISODE_STEPS)]  # time limit only: a truncation
+    assert len(fast["resets"]) == 2 and len(fast["steps"]) == EPISODE_STEPS + 100
+    # 7 hits with this seed and policy (about one target per 55 steps).
     hits = sum(reward == 1.0 for reward, *_ in fast["steps"])
-    assert hits >= 10, f"only {hits} target hits: the comparison would not exercise the touch test"
+    assert hits >= 5, f"only {hits} target hits: the comparison would not exercise the touch test"
 
 
 def test_fast_path_is_the_default(maze):
