@@ -47,7 +47,7 @@ step() {
 
 if [ "$TINY" = 1 ]; then
     STEP_ARGS=(--presets debug --lengths 16 --steps 1 --batch 2)
-    LEARN_ARGS=(--configs popgym debug --minutes 0.15 --tag tiny --runs "$OUT/runs")
+    LEARN_ARGS=(--configs popgym debug --minutes 0.25 --tag tiny --runs "$OUT/runs")
 else
     STEP_ARGS=(--presets mmaze --lengths 256 1024 4096 --steps 3)
     LEARN_ARGS=(--configs popgym --minutes 5 --tag gpu)

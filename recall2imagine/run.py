@@ -183,7 +183,8 @@ def check_params(stored: dict, built: dict, logdir: Path, saved: Config | None, 
 
 
 class _Stop:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps; a second signal acts
+    as it would without this (SIGTERM ends the process, SIGINT raises KeyboardInterrupt)."""
 
     def __init__(self):
         self.requested = False
@@ -192,6 +193,10 @@ class _Stop:
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
+        if self.requested:
+            self.restore()
+            signal.raise_signal(signum)
+            return
         self.requested = True
 
     def restore(self):
@@ -251,15 +256,19 @@ def train(config: Config) -> int:
     from recall2imagine.logger import Logger
     from replay import Replay
 
-    lfs_dir = Path(config.lfs_dir).expanduser().resolve() if config.use_lfs else None
-    # The replay restores itself, the checkpoints and the config from lfs_dir when the logdir is missing or older.
-    replay = Replay(
-        logdir / "replay", capacity=config.replay_size, chunk_size=config.replay.chunk,
-        compression=config.replay.compression, prefetch=config.replay.prefetch,
-        lfs_dir=lfs_dir, seed=config.seed,
-    )
-    resources = [replay]
+    # From here on a SIGTERM or Ctrl-C (a scheduler's preemption while the replay restores
+    # from lfs_dir or the model compiles) lets set-up finish, then the loop saves and exits;
+    # a second signal stops at once.
+    stop, resources = _Stop(), []
     try:
+        lfs_dir = Path(config.lfs_dir).expanduser().resolve() if config.use_lfs else None
+        # The replay restores itself, the checkpoints and the config from lfs_dir when the logdir is missing or older.
+        replay = Replay(
+            logdir / "replay", capacity=config.replay_size, chunk_size=config.replay.chunk,
+            compression=config.replay.compression, prefetch=config.replay.prefetch,
+            lfs_dir=lfs_dir, seed=config.seed,
+        )
+        resources.append(replay)
         if lfs_dir:
             for path in (logdir / "ckpt", logdir / "config.yaml"):
                 replay.register_lfs_path(path)
@@ -281,14 +290,11 @@ def train(config: Config) -> int:
         save_config(logdir, config)
         logger = Logger(logdir, total_steps=config.run.steps, config=config)
         resources.append(logger)
-        stop = _Stop()
-        try:
-            return Loop(config, logdir, env, agent, replay, checkpoints, logger, stop).run()
-        finally:
-            stop.restore()
+        return Loop(config, logdir, env, agent, replay, checkpoints, logger, stop).run()
     finally:
         for resource in reversed(resources):
             resource.close()
+        stop.restore()
 
 
 class Loop:

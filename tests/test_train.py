@@ -47,12 +47,12 @@ def last_checkpoint_step(logdir):
     return max(steps) if steps else None
 
 
-def wait_for(predicate, timeout, what):
+def wait_for(predicate, timeout, what, interval=0.5):
     start = time.time()
     while time.time() - start < timeout:
         if predicate():
             return
-        time.sleep(0.5)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
@@ -211,6 +211,32 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     assert process.returncode == 0, err[-2000:]
     assert "Stopped by signal" in out
     assert last_checkpoint_step(tmp_path) > 0
+
+
+def test_sigterm_during_set_up_stops_once_set_up_and_a_second_one_at_once(tmp_path):
+    # The handler is in place before the replay directory is made, and the model is not yet
+    # compiled when it appears: the signal lands in set-up.
+    process = start(TMAZE + ["--run.steps", "100000", "--logdir", str(tmp_path / "once")])
+    try:
+        wait_for(lambda: (tmp_path / "once" / "replay").exists(), 240, "the replay directory", interval=0.02)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=240)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err[-2000:]
+    assert "Stopped by signal at env step 0" in out
+    assert last_checkpoint_step(tmp_path / "once") == 0 and (tmp_path / "once" / "config.yaml").is_file()
+
+    process = start(TMAZE + ["--run.steps", "100000", "--logdir", str(tmp_path / "twice")])
+    try:
+        wait_for(lambda: (tmp_path / "twice" / "replay").exists(), 240, "the replay directory", interval=0.02)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # two signals at once would reach Python's handler as one
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGTERM and "Stopped by signal" not in out
 
 
 def test_lfs_run_restores_a_deleted_logdir_and_continues(tmp_path):
