@@ -12,14 +12,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# --no-compile: Python writes the bytecode of what it imports on first use; compiling every
-# installed module up front made this install take 44 s here instead of 25 s.
 $(VENV)/.installed: setup.py | $(BIN)/python
-	$(BIN)/pip install --quiet --no-compile -e .
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-test: setup.py | $(BIN)/python
-	$(BIN)/pip install --quiet --no-compile -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
 # Train the default task (passive T-Maze, corridor 50) on the CPU with a live progress bar.
