@@ -25,7 +25,7 @@ train: $(VENV)/.installed
 	$(BIN)/python recall2imagine/train.py --configs cpu tmaze --logdir $(LOGDIR) $(ARGS)
 
 # Two workers, each starting on half of the slow tests (tests/conftest.py); idle workers take
-# over queued tests from busy ones (worksteal). 7.5 to 10 minutes from a fresh clone here
+# over queued tests from busy ones (worksteal). 8:45 to 10:18 from a fresh clone here
 # (install included; the same commit varied that much between runs on 2026-12-03).
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests -n 2 --dist worksteal $(ARGS)
