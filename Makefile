@@ -26,6 +26,6 @@ train: $(VENV)/.installed
 
 # Two workers, each starting on half of the slow tests (tests/conftest.py); idle workers take
 # over queued tests from busy ones (worksteal). 8:45 to 10:18 from a fresh clone here
-# (install included; the same commit varied that much between runs on 2026-12-03).
+# (install included; runs of nearly the same code on 2026-12-03: the machine's speed varies).
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests -n 2 --dist worksteal $(ARGS)
