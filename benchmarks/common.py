@@ -10,6 +10,7 @@
 machine) while every script keeps the key names and order its records always had.
 """
 
+import argparse
 import csv
 import datetime
 import importlib.metadata
@@ -109,6 +110,13 @@ def run_metadata(fields, packages=(), argv=None, module: str | None = None) -> d
         else:
             meta[name] = FACTS[name]()
     return meta
+
+
+def key_value(item: str) -> str:
+    """argparse type of a `--set` item: KEY=VALUE, kept as given (a bare key stops with exit 2)."""
+    if "=" not in item:
+        raise argparse.ArgumentTypeError(f"takes KEY=VALUE items, got {item!r}")
+    return item
 
 
 def set_overrides(items) -> dict:

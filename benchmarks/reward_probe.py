@@ -43,7 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from benchmarks.common import RESULTS, run_metadata, set_overrides, write_record  # noqa: E402
+from benchmarks.common import RESULTS, key_value, run_metadata, set_overrides, write_record  # noqa: E402
 from env_wrappers import make_vector  # noqa: E402
 from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
@@ -60,7 +60,8 @@ def parse_args():
     parser.add_argument("--steps", type=int, default=4000, help="random-policy steps per env")
     parser.add_argument("--envs", type=int, default=8)
     parser.add_argument("--name", default="", help="results file suffix (default: the rule)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--set", nargs="*", default=[], type=key_value, metavar="KEY=VALUE",
+                        help="config overrides")
     return parser.parse_args()
 
 

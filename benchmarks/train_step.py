@@ -25,7 +25,7 @@ import gymnasium as gym  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS, run_metadata, set_overrides, timed, write_record  # noqa: E402
+from benchmarks.common import RESULTS, key_value, run_metadata, set_overrides, timed, write_record  # noqa: E402
 from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
 
@@ -62,13 +62,10 @@ def parse_args():
                         help="ssm.scan for mimo")
     parser.add_argument("--cores", nargs="+", default=["mimo", "gru", "hcam"],
                         choices=["mimo", "gru", "hcam"], help="ssm_type values to time (mimo first)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", nargs="*", default=[], type=key_value, metavar="KEY=VALUE",
                         help="config overrides on top of the presets (all cores)")
     parser.add_argument("--out", default=str(RESULTS / "train_step"))
     args = parser.parse_args()
-    for item in args.set:
-        if "=" not in item:
-            parser.error(f"--set takes KEY=VALUE items, got {item!r}")
     args.lengths = args.lengths or ([64, 256] if args.quick else [64, 256, 1024])
     args.steps = args.steps or (2 if args.quick else 5)
     return args
@@ -88,13 +85,8 @@ def synthetic_batch(batch, length, keys=("vector",), seed=0):
             "is_terminal": np.zeros((batch, length), bool)}
 
 
-def overrides(args):
-    """--set KEY=VALUE items as command-line overrides."""
-    return set_overrides(args.set)
-
-
 def measure(ssm_type, length, args):
-    config = build_config(args.presets, {**overrides(args), "ssm_type": ssm_type, "ssm.scan": args.scan,
+    config = build_config(args.presets, {**set_overrides(args.set), "ssm_type": ssm_type, "ssm.scan": args.scan,
                                          "batch_size": args.batch, "batch_length": length})
     keys = observation_keys(config)
     agent = Agent(observation_space(keys), gym.spaces.Discrete(ACTIONS), config)
@@ -143,7 +135,7 @@ def main():
             print(f"T={length:5d}  {core}/mimo: train step x{ratio[f'train_{core}_over_mimo']:.2f}, "
                   f"world-model grad x{ratio[f'wm_grad_{core}_over_mimo']:.2f}")
         ratios.append(ratio)
-    config = build_config(args.presets, overrides(args))
+    config = build_config(args.presets, set_overrides(args.set))
     record = {
         **agent_metadata(["python", "jax", "jaxlib", "flax", "optax", "numpy"], devices=True),
         "widths": widths(config, args.presets, observation_space(observation_keys(config)), **{"ssm.scan": args.scan},

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +18,8 @@ GPU_CHECK = ROOT / "benchmarks" / "gpu_check.sh"
 # The suite's persistent compilation cache for the scripts' own processes (JAX reads these
 # variables at import): a second train.py run of the same model loads its programs instead of
 # compiling them again.
-CACHED = {"JAX_COMPILATION_CACHE_DIR": str(ROOT / ".jax_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+CACHED = {"JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
 def gpu_check(*args):
@@ -84,7 +86,7 @@ def test_train_step_applies_set_overrides_to_every_core_and_refuses_a_bare_key(t
 
     seen = []
     monkeypatch.setattr(train_step, "measure", lambda ssm_type, length, args: seen.append(
-        train_step.build_config(args.presets, train_step.overrides(args))) or {
+        train_step.build_config(args.presets, train_step.set_overrides(args.set))) or {
         "ssm_type": ssm_type, "batch_length": length, "batch_size": args.batch, "train_step_s": 0.5, "wm_grad_s": 0.25})
     argv = ["train_step.py", "--presets", "debug", "--lengths", "16", "--cores", "mimo", "hcam",
             "--out", str(tmp_path / "steps")]

@@ -213,30 +213,30 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     assert last_checkpoint_step(tmp_path) > 0
 
 
-def test_sigterm_during_set_up_stops_once_set_up_and_a_second_one_at_once(tmp_path):
-    # The handler is in place before the replay directory is made, and the model is not yet
-    # compiled when it appears: the signal lands in set-up.
-    process = start(TMAZE + ["--run.steps", "100000", "--logdir", str(tmp_path / "once")])
+def signal_during_set_up(logdir, signals):
+    """Starts a run and sends SIGTERM `signals` times once its replay directory appears: the
+    handler is in place before that directory is made, and the model is not yet compiled."""
+    process = start(TMAZE + ["--run.steps", "100000", "--logdir", str(logdir)])
     try:
-        wait_for(lambda: (tmp_path / "once" / "replay").exists(), 240, "the replay directory", interval=0.02)
-        process.send_signal(signal.SIGTERM)
+        wait_for(lambda: (logdir / "replay").exists(), 240, "the replay directory", interval=0.02)
+        for sent in range(signals):
+            if sent:
+                time.sleep(0.5)  # two signals at once would reach Python's handler as one
+            process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=240)
     finally:
         process.kill()
-    assert process.returncode == 0, err[-2000:]
+    return process.returncode, out, err
+
+
+def test_sigterm_during_set_up_stops_once_set_up_and_a_second_one_at_once(tmp_path):
+    returncode, out, err = signal_during_set_up(tmp_path / "once", 1)
+    assert returncode == 0, err[-2000:]
     assert "Stopped by signal at env step 0" in out
     assert last_checkpoint_step(tmp_path / "once") == 0 and (tmp_path / "once" / "config.yaml").is_file()
 
-    process = start(TMAZE + ["--run.steps", "100000", "--logdir", str(tmp_path / "twice")])
-    try:
-        wait_for(lambda: (tmp_path / "twice" / "replay").exists(), 240, "the replay directory", interval=0.02)
-        process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)  # two signals at once would reach Python's handler as one
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == -signal.SIGTERM and "Stopped by signal" not in out
+    returncode, out, err = signal_during_set_up(tmp_path / "twice", 2)
+    assert returncode == -signal.SIGTERM and "Stopped by signal" not in out
 
 
 def test_lfs_run_restores_a_deleted_logdir_and_continues(tmp_path):
