@@ -89,7 +89,7 @@ CPU_SUITE = (
           "0.02 random walk (the key pays only at the door)",
           "Memory-RL (Ni et al. 2023): transformers give no credit-assignment gain on Key-to-Door"),
     # memory_len ids 9, 15, 17 are memory lengths 10, 30, 50.
-    *(Entry(f"bsuite_memory_len_{length}", f"dm_bsuite_memory_len/{index}", ("bsuite", "cpu"), 60, "bsuite",
+    *(Entry(f"bsuite_memory_len_{length}", f"dm_bsuite_memory_len/{index}", ("cpu", "bsuite"), 60, "bsuite",
             0.625, "0.5", "R2I: memory_len solved up to ~90-100 steps; DreamerV3 up to ~20-30 (bsuite pass: > 62.5%)")
       for length, index in ((10, 9), (30, 15), (50, 17))),
 )

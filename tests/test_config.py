@@ -1,6 +1,7 @@
 """The config system: presets, regex keys, overrides, types, bad input, the R2I README commands."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -203,6 +204,7 @@ def test_module_entry_point_prints_help_with_presets_and_keys():
 
 
 RESOLVED = json.loads((ROOT / "tests" / "data" / "resolved_configs.json").read_text())
+DEFAULTS = next(record["resolved"] for record in RESOLVED if record["argv"] == [])
 # Keys renamed since the fixture was recorded: old name -> new name (the old one still works).
 RENAMED = {"ssm.parallel": "ssm.scan"}
 # Keys added since: key -> (default, {preset that sets it: value}).
@@ -211,10 +213,28 @@ ADDED = {"run.solved_score": (1.0, {"tmaze": 0.95}), "run.solved_evals": (0, {"t
          **{f"hcam.{key}": (value, {}) for key, value in dict(
              n_layers=2, chunk=16, top_k=4, heads=4, width=128, across_episodes=False).items()},
          "hcam.max_chunks": (64, {"cpu": 8})}
-# Preset values changed since: key -> {preset: new value}.
+# Preset values changed since: key -> {preset: new value}; DEFAULT: the preset no longer sets it.
+DEFAULT = object()
+# The bsuite preset took the memory presets' widths and settings (README, BSuite memory_len).
+BSUITE = {"envs.amount": 4, "run.train_ratio": 64.0, "batch_size": 2, "replay_size": 1000000,
+          "rssm.deter": 128, "rssm.units": 64, "rssm.hidden": 32, "rssm.stoch": 8, "rssm.classes": 8,
+          "rssm.initial": DEFAULT, "ssm.n_layers": 2, "ssm_cell.n_blocks": 4, "ssm_cell.discretization": DEFAULT,
+          "ssm_cell.dt_min": 0.01, "ssm_cell.dt_max": 1.0, "encoder.mlp_layers": 2, "encoder.mlp_units": 64,
+          "decoder.mlp_layers": 2, "decoder.mlp_units": 64,
+          **{f"{part}.units": 128 for part in ("actor", "critic", "reward_head", "cont_head", "expl")},
+          "model_opt.lr": 3e-4, "ssm_opt.lr": 3e-4, "actor_opt.lr": 1e-4, "critic_opt.lr": 1e-4,
+          "actent": 3e-3, "loss_scales.reward": 10.0, "loss_scales.rep": 0.0,
+          "reward_head.bin_limit": 1.0, "reward_head.outscale": 1.0, "critic.bin_limit": 1.0}
 CHANGED = {"loss_scales.rep": {"tmaze": 0.0, "visualmatch": 0.0, "keytodoor": 0.0},
            "batch_size": {"tmaze": 2}, "batch_length": {"tmaze": 256}}
+for _key, _value in BSUITE.items():
+    CHANGED.setdefault(_key, {})["bsuite"] = _value
+# Each preset's keys as written; regex keys (`.*\.units`) set every key they match.
 PRESET_KEYS = {name: set(_flatten(tree)) for name, tree in load_presets().items() if isinstance(tree, dict)}
+
+
+def _sets(preset, key):
+    return any(re.fullmatch(written, key) for written in PRESET_KEYS.get(preset, ()))
 
 
 @pytest.mark.parametrize("record", RESOLVED, ids=[" ".join(r["argv"]) or "defaults" for r in RESOLVED])
@@ -228,10 +248,10 @@ def test_every_preset_and_r2i_command_resolves_as_recorded(record, capsys):
         expected[key] = next((v for preset, v in presets.items() if preset in record["argv"]), default)
     for key, presets in CHANGED.items():
         # The last preset (or flag) naming the key decides, as when the config is built.
-        setters = [name for name in record["argv"]
-                   if name in presets or key in PRESET_KEYS.get(name, ()) or name == f"--{key}"]
+        setters = [name for name in record["argv"] if name in presets or _sets(name, key) or name == f"--{key}"]
         if setters and setters[-1] in presets:
-            expected[key] = presets[setters[-1]]
+            value = presets[setters[-1]]
+            expected[key] = DEFAULTS[RENAMED.get(key, key)] if value is DEFAULT else value
     assert printed == expected
 
 
