@@ -331,10 +331,28 @@ def test_suite_starts_over_an_entry_whose_presets_changed_and_keeps_the_old_reco
     assert "--rerun" in capsys.readouterr().out and len(started) == 2
     assert (out / "superseded" / f"tmaze_passive_50_{digest}.json").exists()
     # The scoreboard marks a row whose presets changed since it ran, and only that one.
-    stale = dict(json.loads((out / "tmaze_passive_50.json").read_text()), seed=1, config_digest="0ld0ld0ld0ld")
+    stale = dict(json.loads((out / "tmaze_passive_50.json").read_text()), seed=1, config_digest="0ld0ld0ld0ld",
+                 chance="a level refined since", published="numbers read since")
     (out / "tmaze_passive_50_seed1.json").write_text(json.dumps(stale))
     board = tmp_path / "SCOREBOARD.md"
     suite.scoreboard(out, board)
     rows = [line for line in board.read_text().splitlines() if line.startswith("| [")]
     assert len(rows) == 2
     assert "presets changed since" not in rows[0] and "presets changed since: rerun" in rows[1]
+    # Published numbers and chance levels come from the entry as it is now, not the old record.
+    assert all(row.endswith(f"| {entry.published} | {entry.chance} |") for row in rows)
+
+
+def test_popgym_levels_finds_count_recalls_step_count_level_and_none_where_only_a_suit_is_guessed(tmp_path):
+    from benchmarks.popgym_levels import main
+
+    main(["--tasks", "gym_popgym:popgym-CountRecallEasy-v0", "gym_popgym:popgym-RepeatPreviousEasy-v0",
+          "--episodes", "600", "--out", str(tmp_path / "levels")])
+    count, suit = json.loads((tmp_path / "levels.json").read_text())["results"]
+    assert (count["steps"], count["actions"]) == (51, 27)
+    # Answering about half the step count beats random answers by far; a suit cannot be scheduled.
+    assert count["schedule"] > count["random"] + 0.2
+    assert abs(suit["schedule"] - suit["random"]) < 0.1 and abs(suit["random"] + 0.5) < 0.1
+    assert (tmp_path / "levels.csv").read_text().startswith("# mean episode return")
+    with pytest.raises(SystemExit):
+        main(["--episodes", "1", "--out", str(tmp_path / "none")])
