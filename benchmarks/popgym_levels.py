@@ -30,18 +30,19 @@ TASKS = tuple(f"gym_popgym:popgym-{name}Easy-v0"
               for name in ("RepeatPrevious", "RepeatFirst", "CountRecall", "Autoencode"))
 
 
-def _play(env, seed: int, answers) -> list[float]:
-    """One episode from reset(seed); `answers(t)` gives step t's action. The rewards, in order."""
+def _play(env, seed: int, answers) -> tuple[list[int], list[float]]:
+    """One episode from reset(seed); `answers(t)` gives step t's action. The actions and rewards."""
     env.reset(seed=seed)
-    rewards, t, done = [], 0, False
+    actions, rewards, done = [], [], False
     while not done:
-        _, reward, terminated, truncated, _ = env.step(answers(t))
+        actions.append(answers(len(actions)))
+        _, reward, terminated, truncated, _ = env.step(actions[-1])
         rewards.append(float(reward))
-        t, done = t + 1, terminated or truncated
-    return rewards
+        done = terminated or truncated
+    return actions, rewards
 
 
-def levels(task: str, episodes: int = 2000, seed: int = 0) -> dict:
+def levels(task: str, episodes: int, seed: int = 0) -> dict:
     """Mean episode return of uniform random answers and of the best open-loop schedule, each over
     `episodes` // 2 episodes; the schedule is chosen on the other half."""
     env = env_wrappers.make(task)
@@ -50,27 +51,17 @@ def levels(task: str, episodes: int = 2000, seed: int = 0) -> dict:
     n = int(env.action_space.n)
     half = max(1, episodes // 2)
     rng = np.random.default_rng(seed)
-    sums = np.zeros((0, n))
-    counts = np.zeros((0, n))
-    random_returns = []
-    for episode in range(half):
-        actions = []
-
-        def draw(t):
-            actions.append(int(rng.integers(n)))
-            return actions[-1]
-
-        rewards = _play(env, seed + episode, draw)
-        if len(rewards) > len(sums):
-            grow = len(rewards) - len(sums)
-            sums, counts = np.pad(sums, ((0, grow), (0, 0))), np.pad(counts, ((0, grow), (0, 0)))
+    played = [_play(env, seed + episode, lambda t: int(rng.integers(n))) for episode in range(half)]
+    sums = np.zeros((max(len(rewards) for _, rewards in played), n))
+    counts = np.zeros_like(sums)
+    for actions, rewards in played:
         np.add.at(sums, (np.arange(len(rewards)), actions), rewards)
         np.add.at(counts, (np.arange(len(rewards)), actions), 1)
-        random_returns.append(sum(rewards))
+    random_returns = [sum(rewards) for _, rewards in played]
     # An answer never tried at a step is never chosen.
     means = np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
     schedule = means.argmax(axis=1)
-    scheduled = [sum(_play(env, seed + half + episode, lambda t: int(schedule[min(t, len(schedule) - 1)])))
+    scheduled = [sum(_play(env, seed + half + episode, lambda t: int(schedule[min(t, len(schedule) - 1)]))[1])
                  for episode in range(half)]
     env.close()
     return {"task": task, "episodes_each": half, "steps": len(schedule), "actions": n,
