@@ -55,6 +55,12 @@ def _local_copy(tree):
     return jax.tree.map(lambda x: x if x.is_fully_addressable else x.addressable_data(0), tree)
 
 
+def _placed(tree, sharding):
+    """Whether every leaf of `tree` is already a jax.Array with `sharding`: then placing it
+    again would only cost time (milliseconds per call for a train state's hundreds of leaves)."""
+    return all(isinstance(x, jax.Array) and x.sharding == sharding for x in jax.tree.leaves(tree))
+
+
 class Agent:
     """Agent(obs_space: gymnasium.spaces.Dict, act_space: Discrete | Box (1-D), config)."""
 
@@ -95,6 +101,8 @@ class Agent:
         self._train = jax.jit(self._train_step, out_shardings=self._replicated)
         self._policy = jax.jit(self._policy_step, static_argnames="greedy")
         self._abstract_wm = jax.eval_shape(self.wm.init, jax.random.PRNGKey(0))
+        # One process training on the policy device alone: the train state's params can act as they are.
+        self._policy_on_train_device = jax.process_count() == 1 and self.train_devices == [self.policy_device]
 
     # ------------------------------------------------------------------ state
 
@@ -143,8 +151,9 @@ class Agent:
         params = {"wm": state["params"]["wm"], "actor": state["params"]["actor"]}
         inputs = {k: obs[k] for k in self.wm.obs_keys}
         inputs["is_first"] = np.asarray(obs["is_first"], bool)
-        params, carry, inputs, key = jax.device_put((_local_copy(params), carry, inputs, key),
-                                                    self.policy_device)
+        if not (self._policy_on_train_device and _placed(params, self._replicated)):
+            params = jax.device_put(_local_copy(params), self.policy_device)
+        carry, inputs, key = jax.device_put((carry, inputs, key), self.policy_device)
         return self._policy(params, carry, inputs, key, greedy=mode == "eval")
 
     def _policy_step(self, params, carry, obs, key, greedy):
@@ -197,8 +206,9 @@ class Agent:
             raise ValueError(f"batch_size {size} must be divisible by the number of train "
                              f"devices {devices} (jax.train_devices)")
         batch = _to_global({k: batch[k] for k in self.batch_keys}, self._sharded)
-        state, key = _to_global((state, key), self._replicated)
-        return self._train(state, batch, key)
+        if not _placed(state, self._replicated):  # a state of the last update is already there
+            state = _to_global(state, self._replicated)
+        return self._train(state, batch, _to_global(key, self._replicated))
 
     def _train_step(self, state, batch, key):
         params, opt = state["params"], state["opt"]

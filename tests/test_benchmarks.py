@@ -356,3 +356,20 @@ def test_popgym_levels_finds_count_recalls_step_count_level_and_none_where_only_
     assert (tmp_path / "levels.csv").read_text().startswith("# mean episode return")
     with pytest.raises(SystemExit):
         main(["--episodes", "1", "--out", str(tmp_path / "none")])
+
+
+def test_loop_speed_reads_the_steady_periods_of_a_run_and_refuses_a_run_too_short():
+    from benchmarks import loop_speed
+
+    metrics = [{"step": 500, "fps/env": 10.0, "fps/train": 100.0},  # the compilation's period
+               {"step": 900, "loss/reward": 0.3},
+               {"step": 1500, "fps/env": 120.0, "fps/train": 900.0},
+               {"step": 2500, "fps/env": 100.0, "fps/train": 800.0},
+               {"step": 3000, "fps/env": 130.0, "fps/train": 1000.0}]
+    figures = loop_speed.loop_figures(metrics)
+    assert figures == {"periods": 3, "env_steps_per_s": 120.0, "replayed_steps_per_s": 900.0}
+    assert loop_speed.loop_figures(metrics[:1])["env_steps_per_s"] == 10.0  # one period: all there is
+    with pytest.raises(ValueError, match="no fps/env"):
+        loop_speed.loop_figures(metrics[1:2])
+    with pytest.raises(SystemExit):
+        loop_speed.parse_args(["--steps", "0"])

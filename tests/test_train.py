@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -300,8 +301,6 @@ def test_two_host_devices_match_the_one_device_losses_on_the_first_update(tmp_pa
 
 
 def test_a_non_finite_loss_stops_naming_it_after_saving_the_last_good_state(tmp_path, monkeypatch):
-    import numpy as np
-
     from recall2imagine import agent as agent_module
     from recall2imagine.config import build_config, validate
     from recall2imagine.run import TrainingError
@@ -324,3 +323,38 @@ def test_a_non_finite_loss_stops_naming_it_after_saving_the_last_good_state(tmp_
         run_train(config)
     assert "env step" in str(error.value)
     assert last_checkpoint_step(tmp_path) is not None
+
+
+class CueFollower:
+    """A scripted stand-in for the agent in `evaluate`: walks right along a T-Maze corridor and
+    turns towards the cue it saw at the start (the optimal policy); counts its policy steps."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def initial_carry(self, n):
+        return np.zeros(n)
+
+    def policy(self, state, carry, obs, key, mode):
+        assert mode == "eval"
+        self.steps += 1
+        vector = np.asarray(obs["vector"])
+        carry = np.where(obs["is_first"], vector[:, 1], carry)  # the cue, seen at the first step
+        at_junction = vector[:, 0] == 1
+        action = np.where(at_junction, np.where(carry > 0, 1, 3), 0)  # right, else up / down to the cue
+        return np.eye(4)[action], carry
+
+    def env_action(self, action):
+        return np.asarray(action).argmax(-1)
+
+
+def test_evaluation_plays_its_episodes_side_by_side_and_scores_each_once():
+    from recall2imagine.config import build_config
+    from recall2imagine.run import evaluate
+
+    config = build_config(["debug"], {"task": ["tmaze_passive_5"]})
+    agent = CueFollower()
+    scores = evaluate(agent, None, config, episodes=3, seed=7)
+    assert scores["eval/episode/score"] == pytest.approx(1.0)  # every episode paid
+    assert scores["eval/episode/length"] == 6
+    assert agent.steps == 6  # one policy step serves the three envs (one after another: 18)
