@@ -224,10 +224,9 @@ BSUITE = {"envs.amount": 4, "run.train_ratio": 64.0, "batch_size": 2, "replay_si
           **{f"{part}.units": 128 for part in ("actor", "critic", "reward_head", "cont_head", "expl")},
           "model_opt.lr": 3e-4, "ssm_opt.lr": 3e-4, "actor_opt.lr": 1e-4, "critic_opt.lr": 1e-4,
           "actent": 3e-3, "loss_scales.reward": 10.0, "loss_scales.rep": 0.0,
-          "reward_head.bin_limit": 1.0, "reward_head.outscale": 1.0, "critic.bin_limit": 1.0,
-          "imag_starts": 0.125}
+          "reward_head.bin_limit": 1.0, "reward_head.outscale": 1.0, "critic.bin_limit": 1.0}
 CHANGED = {"loss_scales.rep": {"tmaze": 0.0, "visualmatch": 0.0, "keytodoor": 0.0},
-           "batch_size": {"tmaze": 2}, "batch_length": {"tmaze": 256}, "imag_starts": {"tmaze": 0.125}}
+           "batch_size": {"tmaze": 2}, "batch_length": {"tmaze": 256}}
 for _key, _value in BSUITE.items():
     CHANGED.setdefault(_key, {})["bsuite"] = _value
 # Each preset's keys as written; regex keys (`.*\.units`) set every key they match.
