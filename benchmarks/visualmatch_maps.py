@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     trained = {instance_map(config.task, config.seed + i, **kwargs) for i in range(config.envs.amount)}
     rows = []
     for colours, seed in sorted(seeds_per_map(config.task, **kwargs).items(), key=lambda item: item[1]):
-        scores = evaluate(agent, state, config, args.episodes, seed=seed)
+        scores = evaluate(agent, state, config, args.episodes, seed=seed, envs=1)  # one map: one instance
         rows.append({"map": colour_names(colours), "trained_on": colours in trained, "instance_seed": seed,
                      "episodes": args.episodes, "success": round(scores["eval/episode/success"], 4),
                      "mean_score": round(scores["eval/episode/score"], 4)})

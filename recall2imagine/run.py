@@ -218,28 +218,35 @@ def env_kwargs(config: Config) -> dict:
     return {"obs": config.envs.obs} if config.envs.obs else {}
 
 
-def evaluate(agent, state, config: Config, episodes: int, seed: int) -> dict:
-    """Greedy episodes side by side, one on each of `episodes` fresh envs (a policy step
-    serves them all); returns eval/ metrics."""
+def evaluate(agent, state, config: Config, episodes: int, seed: int, envs: int | None = None) -> dict:
+    """`episodes` greedy episodes on `envs` fresh envs side by side (default: one episode on each
+    of `episodes` envs; a policy step serves them all), env i seeded seed + i and playing its
+    share of the episodes one after another (`envs=1`: all on one env instance, e.g. one Visual
+    Match colour map). Returns eval/ metrics."""
     import jax
 
     from env_wrappers import make_vector
 
-    env = make_vector(config.task, episodes, seed=seed, parallel=False, **env_kwargs(config))
+    envs = episodes if envs is None else envs
+    if not 1 <= envs <= episodes:
+        raise ValueError(f"evaluate needs 1 <= envs <= episodes, got envs={envs} for {episodes} episodes")
+    quota = [episodes // envs + (i < episodes % envs) for i in range(envs)]
+    env = make_vector(config.task, envs, seed=seed, parallel=False, **env_kwargs(config))
     try:
         obs = env.reset()
-        carry = agent.initial_carry(episodes)
-        results = {}
+        carry = agent.initial_carry(envs)
+        results = {i: [] for i in range(envs)}
         key = jax.random.PRNGKey(seed)
-        while len(results) < episodes:
+        while any(len(results[i]) < quota[i] for i in range(envs)):
             key, sub = jax.random.split(key)
             action, carry = agent.policy(state, carry, obs, sub, mode="eval")
             obs = env.step(agent.env_action(np.asarray(action)))
-            for episode in env.episodes:  # each env's first episode; the later ones are not scored
-                results.setdefault(episode["env"], episode)
+            for episode in env.episodes:  # an env's episodes beyond its share are not scored
+                if len(results[episode["env"]]) < quota[episode["env"]]:
+                    results[episode["env"]].append(episode)
     finally:
         env.close()
-    results = list(results.values())
+    results = [episode for played in results.values() for episode in played]
     scores = {"eval/episode/score": float(np.mean([e["return"] for e in results])),
               "eval/episode/length": float(np.mean([e["length"] for e in results]))}
     if any("success" in e for e in results):

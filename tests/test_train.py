@@ -357,4 +357,12 @@ def test_evaluation_plays_its_episodes_side_by_side_and_scores_each_once():
     scores = evaluate(agent, None, config, episodes=3, seed=7)
     assert scores["eval/episode/score"] == pytest.approx(1.0)  # every episode paid
     assert scores["eval/episode/length"] == 6
-    assert agent.steps == 6  # one policy step serves the three envs (one after another: 18)
+    assert agent.steps == 6  # one policy step serves the three envs (one after another: 20, below)
+    agent = CueFollower()
+    assert evaluate(agent, None, config, episodes=3, seed=7, envs=1)["eval/episode/score"] == pytest.approx(1.0)
+    assert agent.steps == 20  # envs=1: one instance plays them one after another (6, then 1 + 6 after each reset)
+    agent = CueFollower()
+    evaluate(agent, None, config, episodes=5, seed=7, envs=2)
+    assert agent.steps == 20  # shares of 3 and 2 episodes: the longer share sets the steps
+    with pytest.raises(ValueError, match="1 <= envs <= episodes"):
+        evaluate(CueFollower(), None, config, episodes=2, seed=7, envs=3)
