@@ -41,13 +41,18 @@ def _devices(indices, key, local=False):
 
 
 def _to_global(tree, sharding):
-    """Host arrays -> arrays with `sharding`. With several processes each one passes its own
-    part of the batch (or, for replicated values, the same value)."""
-    if jax.process_count() == 1:
-        return jax.device_put(tree, sharding)
-    return jax.tree.map(
-        lambda x: x if isinstance(x, jax.Array) and x.sharding == sharding
-        else jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+    """Host arrays -> arrays with `sharding`; a leaf that already has it passes as it is (a train
+    state's hundreds of arrays would otherwise be placed again at every update, milliseconds
+    each time). With several processes each one passes its own part of the batch (or, for
+    replicated values, the same value)."""
+    def place(x):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        if jax.process_count() == 1:
+            return jax.device_put(x, sharding)
+        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+    return jax.tree.map(place, tree)
 
 
 def _local_copy(tree):
@@ -206,9 +211,8 @@ class Agent:
             raise ValueError(f"batch_size {size} must be divisible by the number of train "
                              f"devices {devices} (jax.train_devices)")
         batch = _to_global({k: batch[k] for k in self.batch_keys}, self._sharded)
-        if not _placed(state, self._replicated):  # a state of the last update is already there
-            state = _to_global(state, self._replicated)
-        return self._train(state, batch, _to_global(key, self._replicated))
+        state, key = _to_global((state, key), self._replicated)
+        return self._train(state, batch, key)
 
     def _train_step(self, state, batch, key):
         params, opt = state["params"], state["opt"]
