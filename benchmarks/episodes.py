@@ -3,12 +3,13 @@ mean length, and how many ended before the task's time limit with what success.
 
 The last two separate "chooses at random" from "never chooses": on Ballet an episode that
 reaches no dancer runs to its limit and fails, so a success rate under the chance level
-can hide choices that are exactly at chance.
+can hide choices that are exactly at chance. On Key-to-Door the windows also give the rate
+of episodes that took the key and the success of those: which half of the task fails.
 
     python benchmarks/episodes.py benchmarks/runs/ballet --every 50000 --limit 320
 
 Reads <run>/scores.jsonl (one row per finished training episode: step, episode/score,
-episode/length, and episode/success where the task reports it) and writes
+episode/length, and episode/success and episode/key_taken where the task reports them) and writes
 benchmarks/results/episodes_<run name>.json and .csv (or --out), with the command.
 """
 
@@ -41,6 +42,11 @@ def windows(scores: list[dict], every: int, limit: int | None = None) -> list[di
                "mean_length": mean([e["episode/length"] for e in episodes])}
         reported = [e for e in episodes if "episode/success" in e]
         row["success"] = mean([float(e["episode/success"]) for e in reported])
+        keyed = [e for e in episodes if "episode/key_taken" in e]
+        if keyed:
+            taken = [e for e in keyed if e["episode/key_taken"]]
+            row["key_taken"] = mean([float(e["episode/key_taken"]) for e in keyed])
+            row["success_of_key_taken"] = mean([float(e.get("episode/success", 0.0)) for e in taken])
         if limit is not None:
             early = [e for e in reported if e["episode/length"] < limit]
             row["ended_before_limit"] = len([e for e in episodes if e["episode/length"] < limit])

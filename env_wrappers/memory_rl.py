@@ -21,7 +21,8 @@ Visual Match's colour of each column is drawn once per env instance (from
 ``seed``); the target colour is drawn every episode. Episodes last exactly
 L + 25 (Key-to-Door) or L + 30 (Visual Match) steps and then terminate; the
 step that ends a phase returns the first observation of the next room. On the
-last step ``info["success"]`` says whether phase 3 paid any reward.
+last step ``info["success"]`` says whether phase 3 paid any reward, and Key-to-Door's
+``info["key_taken"]`` whether the key was taken in phase 1.
 
 Actions Discrete(4): 0 north, 1 south, 2 west, 3 east; walls (and Key-to-Door's
 door without the key, Visual Match's painted box wall) block. Whatever lies
@@ -290,15 +291,21 @@ class KeyToDoor(_GridTask):
                  respawn_every: int = 20):
         super().__init__(distractor_steps, _REWARD_STEPS["keytodoor"], obs, image_size,
                          num_apples, apple_reward, final_reward, respawn_every)
-        self._has_key = self._door_open = False
+        self._has_key = self._door_open = self._key_taken = False
 
     @property
     def has_key(self) -> bool:
         """True from taking the key until the door has paid its reward."""
         return self._has_key
 
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if terminated:
+            info["key_taken"] = self._key_taken
+        return obs, reward, terminated, truncated, info
+
     def _build_rooms(self) -> list:
-        self._has_key = self._door_open = False
+        self._has_key = self._door_open = self._key_taken = False
         room = _ROOMS["key"]
         board = room.codes.copy()
         board[room.marks["k"][self.np_random.integers(10)]] = KEY
@@ -316,7 +323,7 @@ class KeyToDoor(_GridTask):
 
     def _touch(self, code: int, cell: tuple[int, int]) -> float:
         if code == KEY:
-            self._has_key = True
+            self._has_key = self._key_taken = True
             self._board[cell] = FLOOR
             indicator = (_INDICATOR_CELL[0] + _RADIUS, _INDICATOR_CELL[1] + _RADIUS)
             self._restore = [(indicator, self._board[indicator])]

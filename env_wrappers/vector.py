@@ -9,6 +9,9 @@ import numpy as np
 from gymnasium import spaces
 
 FLAG_KEYS = ("reward", "is_first", "is_last", "is_terminal")
+# What a task's last step may say about its episode (in ``info``), kept per episode: whether
+# it succeeded (Key-to-Door, Visual Match, Ballet) and whether Key-to-Door's key was taken.
+OUTCOME_KEYS = ("success", "key_taken")
 
 
 class VectorEnv:
@@ -21,9 +24,8 @@ class VectorEnv:
     its action and returns the first observation of a new episode (``is_first``,
     reward 0). Actions: (N,) ints for Discrete (or (N, n) one-hot), (N, ...) floats
     for Box. ``episodes`` lists the episodes that ended in the latest call as
-    dicts {"env": i, "return": float, "length": steps}, plus "success": bool
-    where the task's last step says (``info["success"]``: Key-to-Door, Visual
-    Match, Ballet).
+    dicts {"env": i, "return": float, "length": steps}, plus the `OUTCOME_KEYS`
+    (bool) that the task's last step says in ``info``.
     """
 
     def __init__(self, env: gymnasium.vector.VectorEnv):
@@ -61,10 +63,11 @@ class VectorEnv:
         self._lengths += ~is_first
         self.episodes = [{"env": int(i), "return": float(self._returns[i]), "length": int(self._lengths[i])}
                          for i in np.flatnonzero(is_last)]
-        if "success" in info:  # vector infos: values plus a "_success" mask of the envs that set it
-            for episode in self.episodes:
-                if info["_success"][episode["env"]]:
-                    episode["success"] = bool(info["success"][episode["env"]])
+        for name in OUTCOME_KEYS:
+            if name in info:  # vector infos: values plus a "_<name>" mask of the envs that set it
+                for episode in self.episodes:
+                    if info["_" + name][episode["env"]]:
+                        episode[name] = bool(info[name][episode["env"]])
         self._is_last = is_last
         return self._pack(obs, reward, is_first, is_last, np.asarray(terminated, bool))
 

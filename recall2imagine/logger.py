@@ -92,12 +92,14 @@ class Logger:
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=int(step))
 
-    def episode(self, step: int, score: float, length: int, success: bool | None = None) -> None:
-        """One finished training episode: a line of scores.jsonl and the scalars (success where
-        the task reports one)."""
+    def episode(self, step: int, score: float, length: int, success: bool | None = None,
+                **outcomes: bool) -> None:
+        """One finished training episode: a line of scores.jsonl and the scalars (success and
+        other outcomes, e.g. Key-to-Door's key_taken, where the task reports them)."""
         scalars = {"episode/score": float(score), "episode/length": int(length)}
-        if success is not None:
-            scalars["episode/success"] = float(success)
+        for name, value in {"success": success, **outcomes}.items():
+            if value is not None:
+                scalars[f"episode/{name}"] = float(value)
         record = {"step": int(step), **scalars, "episode/score": _plain(score)}
         self._scores.write(json.dumps(record) + "\n")
         self._scores.flush()

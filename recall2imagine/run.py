@@ -18,6 +18,7 @@ import numpy as np
 
 from recall2imagine.config import ANY, Config, ConfigError, non_negative, one_of, positive
 from env_wrappers import OBS_VARIANTS, obs_variants
+from env_wrappers.vector import OUTCOME_KEYS
 from replay.storage import COMPRESSIONS
 
 __all__ = ["train", "TrainingError", "check_run_dir", "check_params"]
@@ -249,8 +250,9 @@ def evaluate(agent, state, config: Config, episodes: int, seed: int, envs: int |
     results = [episode for played in results.values() for episode in played]
     scores = {"eval/episode/score": float(np.mean([e["return"] for e in results])),
               "eval/episode/length": float(np.mean([e["length"] for e in results]))}
-    if any("success" in e for e in results):
-        scores["eval/episode/success"] = float(np.mean([e.get("success", False) for e in results]))
+    for name in OUTCOME_KEYS:
+        if any(name in e for e in results):
+            scores[f"eval/episode/{name}"] = float(np.mean([e.get(name, False) for e in results]))
     return scores
 
 
@@ -385,7 +387,7 @@ class Loop:
         for episode in self.env.episodes:
             self.counters["episodes"] += 1
             self.logger.episode(self.counters["step"], episode["return"], episode["length"],
-                                episode.get("success"))
+                                **{name: episode[name] for name in OUTCOME_KEYS if name in episode})
 
     def train(self) -> None:
         """As many updates as the train ratio has earned since the last one."""

@@ -217,8 +217,22 @@ def test_episodes_splits_a_runs_episodes_into_windows_and_counts_those_that_ende
     assert [(w["from_step"], w["episodes"], w["success"], w["ended_before_limit"], w["success_of_those"])
             for w in record["windows"]] == [(0, 2, 0.5, 1, 1.0), (100, 2, 0.5, 2, 0.5), (200, 1, 0.0, 0, None)]
     assert record["windows"][0]["mean_length"] == 190.0 and "--limit 320" in record["command"]
+    assert "key_taken" not in record["windows"][0]
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing")])
+
+
+def test_episode_windows_split_key_to_door_into_taking_the_key_and_opening_the_door():
+    from benchmarks.episodes import windows
+
+    rows = [{"step": 5, "episode/score": 6.0, "episode/length": 55, "episode/success": 1.0, "episode/key_taken": 1.0},
+            {"step": 6, "episode/score": 1.0, "episode/length": 55, "episode/success": 0.0, "episode/key_taken": 1.0},
+            {"step": 7, "episode/score": 2.0, "episode/length": 55, "episode/success": 0.0, "episode/key_taken": 0.0},
+            {"step": 8, "episode/score": 3.0, "episode/length": 55, "episode/success": 0.0, "episode/key_taken": 0.0},
+            {"step": 15, "episode/score": 3.0, "episode/length": 55, "episode/success": 0.0, "episode/key_taken": 0.0}]
+    first, second = windows(rows, every=10)
+    assert (first["success"], first["key_taken"], first["success_of_key_taken"]) == (0.25, 0.5, 0.5)
+    assert (second["key_taken"], second["success_of_key_taken"]) == (0.0, None)
 
 
 def test_tmaze_visits_tells_episodes_that_fetched_the_cue_from_those_that_never_looked(tmp_path):

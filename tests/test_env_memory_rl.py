@@ -169,7 +169,7 @@ def test_door_blocks_without_the_key():
         rewards.append(reward)
         assert game.player == (2, 5)  # (1, 5) is the door
     _, reward, terminated, _, info = env.step(NORTH)
-    assert terminated and info["success"] is False
+    assert terminated and info["success"] is False and info["key_taken"] is False
     assert sum(rewards) + reward == 0.0
 
 
@@ -187,7 +187,7 @@ def test_door_pays_five_once_with_the_key():
     assert rewards == [0, 5, 0, 0, 0, 0, 0, 0, 0]  # enter, leave, re-enter, walk out of the room and back
     assert not game.has_key
     _, _, terminated, _, info = env.step(WEST)
-    assert terminated and info["success"] is True
+    assert terminated and info["success"] is True and info["key_taken"] is True  # spent, but taken
 
 
 def test_taking_the_key_flashes_the_indicator_for_one_step():

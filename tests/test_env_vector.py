@@ -41,6 +41,19 @@ def test_episodes_carry_the_tasks_success_where_it_reports_one(task, successes):
     assert {e["success"] for e in seen if "success" in e} == successes
     if successes:  # every episode says, and success goes with the final reward
         assert all("success" in e for e in seen)
+    assert not any("key_taken" in e for e in seen)
+
+
+def test_key_to_door_episodes_say_whether_the_key_was_taken():
+    envs = env_wrappers.make_vector("keytodoor_1", num_envs=4, seed=0)
+    envs.reset()
+    rng, seen = np.random.default_rng(0), []
+    while len(seen) < 200:
+        envs.step(rng.integers(envs.act_space.n, size=4))
+        seen += envs.episodes
+    assert {e["key_taken"] for e in seen} == {False, True}  # a random walk finds the key at times
+    assert all(e["key_taken"] for e in seen if e["success"])  # the door opens only with the key
+    assert all((e["return"] >= 5) == e["success"] for e in seen)  # L = 1 has at most 1 apple
 
 
 def test_truncation_is_last_but_not_terminal():

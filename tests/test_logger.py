@@ -19,6 +19,7 @@ def test_metrics_and_scores_files_have_the_documented_keys(tmp_path):
     logger.scalars(10, {"loss/image": np.float32(0.5), "fps/env": 12.0, "train/ratio": np.array(31.5)})
     logger.episode(12, score=0.75, length=51)
     logger.episode(13, score=5.0, length=60, success=True)
+    logger.episode(14, score=1.0, length=55, success=False, key_taken=True)
     logger.progress(12, fps=3.0, train_fps=96.0)
     logger.summary(12, {"loss/image": 0.5})
     logger.close()
@@ -26,7 +27,9 @@ def test_metrics_and_scores_files_have_the_documented_keys(tmp_path):
     assert metrics == [{"step": 10, "loss/image": 0.5, "fps/env": 12.0, "train/ratio": 31.5}]
     scores = read_jsonl(tmp_path / "scores.jsonl")
     assert scores == [{"step": 12, "episode/score": 0.75, "episode/length": 51},
-                      {"step": 13, "episode/score": 5.0, "episode/length": 60, "episode/success": 1.0}]
+                      {"step": 13, "episode/score": 5.0, "episode/length": 60, "episode/success": 1.0},
+                      {"step": 14, "episode/score": 1.0, "episode/length": 55, "episode/success": 0.0,
+                       "episode/key_taken": 1.0}]
     assert list(tmp_path.glob("events.out.tfevents.*")), "no TensorBoard event file"
 
 
