@@ -220,8 +220,24 @@ class Agent:
         wm_key, actor_key, start_key = jax.random.split(key, 3)
         metrics = {}
 
-        (_, (outs, wm_metrics)), grads = jax.value_and_grad(self.wm.loss, has_aux=True)(
-            params["wm"], batch, wm_key)
+        repval = self.config.loss_scales.repval
+
+        def wm_objective(wm_params):
+            loss, (outs, wm_metrics) = self.wm.loss(wm_params, batch, wm_key)
+            targets = None
+            if repval > 0:
+                # The critic's loss on the replayed states reaches the world model: whatever
+                # the returns depend on (a key taken 40 steps ago) must be in the state.
+                targets = self.behavior.replay_targets(params["critic"], outs, batch)
+                fit = self.behavior.replay_value_loss(params["critic"], outs, targets)
+                loss = loss + repval * fit
+                wm_metrics = {**wm_metrics, "loss/repval": fit,
+                              "repval/return": (targets[0] * targets[1]).sum()
+                              / jnp.maximum(targets[1].sum(), 1.0)}
+            return loss, (outs, targets, wm_metrics)
+
+        (_, (outs, replay_targets, wm_metrics)), grads = jax.value_and_grad(
+            wm_objective, has_aux=True)(params["wm"])
         wm_params, opt_wm = self._apply("wm", grads, params["wm"], opt["wm"], metrics)
         metrics.update(wm_metrics)
 
@@ -245,7 +261,8 @@ class Agent:
         metrics.update(actor_metrics)
 
         (_, critic_metrics), grads = jax.value_and_grad(self.behavior.critic_loss, has_aux=True)(
-            params["critic"], params["slow_critic"], traj, returns)
+            params["critic"], params["slow_critic"], traj, returns,
+            None if replay_targets is None else (outs, replay_targets))
         critic_params, opt_critic = self._apply("critic", grads, params["critic"],
                                                 opt["critic"], metrics)
         metrics.update(critic_metrics)

@@ -35,6 +35,9 @@ OPTIONS = {
     "retnorm.perclo": between(0.0, 100.0), "retnorm.perchi": between(0.0, 100.0),
     "actent": non_negative,
     **{f"loss_scales.{k}": non_negative for k in ("actor", "critic", "slowreg")},
+    # The critic also fits lambda-returns of the replayed sequences, and that loss reaches
+    # the world model through the replayed states (0, as in R2I: off).
+    "loss_scales.repval": non_negative,
 }
 
 
@@ -75,6 +78,38 @@ def lambda_return(reward, value, cont, discount, lam):
 
     _, returns = jax.lax.scan(step, value[-1], (bootstrap, disc), reverse=True)
     return returns
+
+
+def replay_return(reward, value, is_terminal, is_first, discount, lam):
+    """TD(lambda) returns of replayed (B, T) sequences and where they are targets.
+
+    reward[b, t] is the reward of the transition into step t (the batch's layout), value
+    (B, T) the critic's values of the replayed states. Within an episode
+    R_t = r_{t+1} + discount c_{t+1} ((1 - lam) v_{t+1} + lam R_{t+1}), with
+    c_{t+1} = 1 - is_terminal[t+1]; R_t = v_t where step t+1 starts another episode and at
+    the last step, since the batch holds no successor. Returns (returns (B, T), mask (B, T)):
+    mask is 1 where the successor is in the batch and the same episode and step t is not
+    terminal, so the loss never fits a return to itself or across an episode start.
+    """
+    assert reward.shape == value.shape == is_terminal.shape == is_first.shape, (
+        f"replay_return: reward {reward.shape}, value {value.shape}, is_terminal "
+        f"{is_terminal.shape}, is_first {is_first.shape}")
+    to_time = lambda x: jnp.swapaxes(jnp.asarray(x, jnp.float32), 0, 1)
+    reward, value, terminal, first = map(to_time, (reward, value, is_terminal, is_first))
+    disc = discount * (1.0 - terminal[1:])
+    bootstrap = reward[1:] + disc * (1.0 - lam) * value[1:]
+
+    def step(later, inputs):
+        boot_t, disc_t, value_t, cut_t = inputs
+        ret = jnp.where(cut_t > 0, value_t, boot_t + disc_t * lam * later)
+        return ret, ret
+
+    _, returns = jax.lax.scan(step, value[-1], (bootstrap, disc, value[:-1], first[1:]),
+                              reverse=True)
+    returns = jnp.concatenate([returns, value[-1:]], 0)
+    mask = jnp.concatenate([(1.0 - first[1:]) * (1.0 - terminal[:-1]),
+                            jnp.zeros_like(terminal[:1])], 0)
+    return jnp.swapaxes(returns, 0, 1), jnp.swapaxes(mask, 0, 1)
 
 
 def retnorm_init():
@@ -216,8 +251,26 @@ class Behavior:
                    "retnorm/scale": scale, **extra}
         return loss, (sg(traj), sg(returns), retnorm, metrics)
 
-    def critic_loss(self, critic_params, slow_params, traj, returns):
-        """Two-hot critic on lambda-returns, regularised towards the slow critic's mean."""
+    def replay_targets(self, critic_params, outs, batch):
+        """(returns, mask) of `replay_return` for a batch's posterior states ``outs``."""
+        value = sg(self.value(critic_params, sg(outs)).mean())
+        return replay_return(batch["reward"], value, batch["is_terminal"], batch["is_first"],
+                             self.discount, self.config.return_lambda)
+
+    def replay_value_loss(self, critic_params, outs, targets):
+        """Mean two-hot loss of the critic on replayed states at the masked replay returns.
+
+        Gradients reach whatever ``outs`` depends on: the world model when the agent passes
+        its posterior states unstopped."""
+        returns, mask = targets
+        fit = -self.value(critic_params, outs).log_prob(sg(returns))
+        return (fit * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+    def critic_loss(self, critic_params, slow_params, traj, returns, replay=None):
+        """Two-hot critic on lambda-returns, regularised towards the slow critic's mean.
+
+        replay: (posterior states, (returns, mask)) of the batch adds
+        loss_scales.repval times `replay_value_loss` (the states' gradients stopped)."""
         c = self.config
         states = jax.tree.map(lambda x: x[:-1], traj)
         dist = self.value(critic_params, states)
@@ -226,8 +279,13 @@ class Behavior:
         reg = -dist.log_prob(slow_mean)
         weight = sg(traj["weight"][:-1])
         loss = ((fit + c.loss_scales.slowreg * reg) * weight).mean() * c.loss_scales.critic
-        return loss, {"loss/critic": loss, "critic/fit": (fit * weight).mean(),
-                      "critic/slowreg": (reg * weight).mean()}
+        metrics = {"critic/fit": (fit * weight).mean(), "critic/slowreg": (reg * weight).mean()}
+        if replay is not None:
+            outs, targets = replay
+            repval = self.replay_value_loss(critic_params, sg(outs), targets)
+            loss = loss + c.loss_scales.repval * repval
+            metrics["critic/replay_fit"] = repval
+        return loss, {"loss/critic": loss, **metrics}
 
 
 def slow_update(slow, fast, fraction, due):

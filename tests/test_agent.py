@@ -198,7 +198,9 @@ def test_checkpoint_roundtrip_restores_a_trainable_state(agent, trained, batch, 
 def test_gru_agent_with_box_actions_trains_by_backprop_and_acts_in_bounds():
     # No entropy bonus: any actor gradient must come back through the imagined dynamics,
     # here from a random half of the posterior states.
-    config = build_config(["debug"], {"ssm_type": "gru", "actent": 0.0, "imag_starts": 0.5})
+    # With the replay value loss on: the critic also fits the replayed sequences' returns.
+    config = build_config(["debug"], {"ssm_type": "gru", "actent": 0.0, "imag_starts": 0.5,
+                                      "loss_scales.repval": 0.3})
     box = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
     agent = Agent(VECTOR_SPACE, box, config)
     state = agent.init(0)
@@ -209,12 +211,39 @@ def test_gru_agent_with_box_actions_trains_by_backprop_and_acts_in_bounds():
     bad = [k for k, v in metrics.items() if not np.isfinite(v)]
     assert not bad, f"non-finite metrics: {bad}"
     assert float(metrics["grad_norm/actor"]) > 0
+    assert float(metrics["loss/repval"]) > 0 and float(metrics["critic/replay_fit"]) > 0
     obs = {k: v[:, 0] for k, v in data.items()}
     action, _ = agent.policy(state, agent.initial_carry(2), obs, jax.random.PRNGKey(0))
     assert action.dtype == jnp.float32 and np.all(np.abs(np.asarray(action)) <= 1.0)
     env = agent.env_action(action)
     assert np.all(np.abs(env) <= 2.0)
     np.testing.assert_allclose(agent.replay_action(env), action, atol=1e-6)
+
+
+def test_the_replay_value_loss_trains_the_sequence_core_and_only_when_on(agent, batch, trained):
+    """The critic's loss on replayed states reaches the S5 core's parameters (what carries a
+    cue to its reward), so the world model learns to keep what the returns depend on."""
+    behavior, wm = agent.behavior, agent.wm
+    # A trained critic: a fresh one's output layer starts at zero and passes no gradient back.
+    params = trained[1]["params"]
+    data = agent._checked({k: jnp.asarray(batch[k]) for k in agent.batch_keys})
+
+    @jax.jit
+    def core_gradients(wm_params):
+        def replay_loss(wm_params):
+            outs = wm.loss(wm_params, data, jax.random.PRNGKey(0))[1][0]
+            targets = behavior.replay_targets(params["critic"], outs, data)
+            return behavior.replay_value_loss(params["critic"], outs, targets)
+        return jax.tree.map(lambda g: jnp.abs(g).max(), jax.grad(replay_loss)(wm_params))
+
+    grads = {jax.tree_util.keystr(path): float(g)
+             for path, g in jax.tree_util.tree_leaves_with_path(core_gradients(params["wm"]))}
+    s5 = {path: g for path, g in grads.items() if "['core']" in path and "['s5']" in path}
+    assert s5, f"no S5 parameters among {list(grads)}"
+    assert min(s5.values()) > 0, s5
+    # Off by default (R2I); the agent's metrics name the loss only when it is on.
+    assert agent.config.loss_scales.repval == 0
+    assert "loss/repval" not in agent.train(agent.init(0), batch, jax.random.PRNGKey(0))[1]
 
 
 def test_hcam_agent_trains_acts_and_checkpoints(tmp_path):

@@ -3,8 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from recall2imagine.behavior import (imagination_starts, lambda_return, retnorm_init, retnorm_stats,
+from recall2imagine.behavior import (imagination_starts, lambda_return, replay_return, retnorm_init, retnorm_stats,
                                      retnorm_update, slow_update)
 
 
@@ -33,6 +34,38 @@ def test_lambda_return_limits_are_td0_and_monte_carlo():
         running = reward[t] + 0.9 * cont[t] * running
         mc[t] = running
     np.testing.assert_allclose(lambda_return(reward, value, cont, 0.9, 1.0), mc, rtol=1e-5)
+
+
+def test_replay_return_follows_each_episode_and_masks_its_boundaries():
+    # Row 0: terminal at t = 3, next episode from t = 4; row 1: an episode cut by a time limit
+    # (t = 5 not terminal) and another starting at t = 6.
+    rng = np.random.default_rng(3)
+    T, discount, lam = 9, 0.9, 0.7
+    reward = rng.normal(size=(2, T)).astype(np.float32)
+    value = rng.normal(size=(2, T)).astype(np.float32)
+    terminal = np.zeros((2, T), bool)
+    first = np.zeros((2, T), bool)
+    terminal[0, 3], first[0, [0, 4]], first[1, [0, 6]] = True, True, True
+    returns, mask = replay_return(reward, value, terminal, first, discount, lam)
+
+    expected = np.zeros((2, T))
+    for b in range(2):
+        expected[b, T - 1] = value[b, T - 1]
+        for t in reversed(range(T - 1)):
+            if first[b, t + 1]:
+                expected[b, t] = value[b, t]
+                continue
+            cont = 0.0 if terminal[b, t + 1] else 1.0
+            expected[b, t] = reward[b, t + 1] + discount * cont * (
+                (1 - lam) * value[b, t + 1] + lam * expected[b, t + 1])
+    np.testing.assert_allclose(returns, expected, rtol=1e-5, atol=1e-6)
+    # Targets: every step with its successor in the same episode, not the terminal step.
+    want = np.ones((2, T))
+    want[:, T - 1] = 0
+    want[0, 3], want[1, 5] = 0, 0
+    np.testing.assert_array_equal(mask, want)
+    # The step before the terminal one gets exactly the final reward.
+    assert float(returns[0, 2]) == pytest.approx(float(reward[0, 3]))
 
 
 def test_return_normalisation_matches_numpy_reference():
