@@ -120,15 +120,24 @@ def score(entry: Entry, logdir: Path) -> dict:
             "episodes": len(episodes)}
 
 
+# Keys added to the config after records were made, with the default that leaves training as
+# it was: at that value they stay out of the digest, so the records stay current.
+NEUTRAL_DEFAULTS = {"loss_scales.repval": 0.0}
+
+
 def config_digest(entry: Entry, seed: int, presets=None) -> str:
     """A short hash of the config train.py resolves for the entry and seed: the presets as they
-    are now (or `presets`), the task, the seed and the entry's arguments, not the run directory.
-    A record with another digest was trained with other values. Raises ConfigError."""
+    are now (or `presets`), the task, the seed and the entry's arguments, not the run directory
+    nor a NEUTRAL_DEFAULTS key at its neutral value. A record with another digest was trained
+    with other values. Raises ConfigError."""
     argv = ["--configs", *(entry.presets if presets is None else presets), "--task", entry.task,
             "--seed", str(seed), *entry.args]
     names, overrides, _ = parse_cli(argv)
     flat = validate(build_config(names, overrides)).flat()
     flat.pop("logdir", None)
+    for key, neutral in NEUTRAL_DEFAULTS.items():
+        if flat.get(key) == neutral:
+            del flat[key]
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=repr).encode()).hexdigest()[:12]
 
 

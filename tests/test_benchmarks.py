@@ -1,6 +1,7 @@
 """Benchmark scripts that a user runs as they are: the GPU check, at debug sizes on CPU."""
 
 import json
+from dataclasses import replace
 import os
 import signal
 import subprocess
@@ -314,6 +315,10 @@ def test_suite_starts_over_an_entry_whose_presets_changed_and_keeps_the_old_reco
     assert digest == suite.config_digest(entry, 0)
     assert digest != suite.config_digest(entry, 1)
     assert digest != suite.config_digest(entry, 0, presets=("cpu", "tmaze", "debug"))
+    # A key added since, at its neutral default, leaves old digests valid; any other value does not.
+    for key, neutral in suite.NEUTRAL_DEFAULTS.items():
+        assert suite.config_digest(replace(entry, args=(*entry.args, f"--{key}", str(neutral))), 0) == digest
+        assert suite.config_digest(replace(entry, args=(*entry.args, f"--{key}", "0.3")), 0) != digest
     # train.py is replaced by a process that ends at once: the suite records it as finished.
     started = []
 
