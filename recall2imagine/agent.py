@@ -228,7 +228,8 @@ class Agent:
             if repval > 0:
                 # The critic's loss on the replayed states reaches the world model: whatever
                 # the returns depend on (a key taken 40 steps ago) must be in the state.
-                targets = self.behavior.replay_targets(params["critic"], outs, batch)
+                targets = self.behavior.replay_targets(params["critic"], outs, batch,
+                                                       params.get("expl"))
                 fit = self.behavior.replay_value_loss(params["critic"], outs, targets)
                 loss = loss + repval * fit
                 wm_metrics = {**wm_metrics, "loss/repval": fit,

@@ -251,10 +251,21 @@ class Behavior:
                    "retnorm/scale": scale, **extra}
         return loss, (sg(traj), sg(returns), retnorm, metrics)
 
-    def replay_targets(self, critic_params, outs, batch):
-        """(returns, mask) of `replay_return` for a batch's posterior states ``outs``."""
-        value = sg(self.value(critic_params, sg(outs)).mean())
-        return replay_return(batch["reward"], value, batch["is_terminal"], batch["is_first"],
+    def replay_targets(self, critic_params, outs, batch, expl_params=None):
+        """(returns, mask) of `replay_return` for a batch's posterior states ``outs``.
+
+        With an explorer its bonus joins the replayed rewards, as it joins the imagined ones:
+        the critic learns one value of the same states from both."""
+        outs = sg(outs)
+        value = sg(self.value(critic_params, outs).mean())
+        reward = batch["reward"]
+        if self.explorer is not None and expl_params is not None:
+            time_major = lambda x: jnp.swapaxes(x, 0, 1)
+            steps = {"deter": time_major(outs["deter"]), "stoch": time_major(outs["stoch"]),
+                     "action": time_major(batch["action"])}
+            bonus = jnp.swapaxes(self.explorer.bonus(sg(expl_params), steps), 0, 1)  # t -> t+1
+            reward = reward + jnp.pad(bonus, ((0, 0), (1, 0)))
+        return replay_return(reward, value, batch["is_terminal"], batch["is_first"],
                              self.discount, self.config.return_lambda)
 
     def replay_value_loss(self, critic_params, outs, targets):

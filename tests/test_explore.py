@@ -92,6 +92,32 @@ def test_agent_with_exploration_trains_its_ensemble_and_reports_the_bonus(agent)
     assert max(jax.tree.leaves(moved)) > 0
 
 
+def test_replayed_returns_include_the_bonus_of_each_replayed_transition(agent):
+    """The critic fits imagined returns with the bonus; its replay targets carry it too."""
+    from recall2imagine.behavior import replay_return
+
+    params = agent.init(0)["params"]
+    outs, action, is_first = transitions(batch=2, length=6)
+    start = agent.wm.initial_latent(params["wm"], 1)
+    hidden = agent.wm.features(start, ["hidden"]).shape[-1]  # what the critic reads besides stoch
+    outs = {**outs, "deter": outs["deter"][..., :start["deter"].shape[-1]],
+            "hidden": jnp.asarray(np.random.default_rng(1).normal(size=(2, 6, hidden)), jnp.float32)}
+    batch = {"reward": jnp.asarray(np.linspace(0, 1, 12, dtype=np.float32).reshape(2, 6)),
+             "is_terminal": jnp.zeros((2, 6), bool), "is_first": is_first, "action": action}
+    plain = agent.behavior.replay_targets(params["critic"], outs, batch)
+    with_bonus = agent.behavior.replay_targets(params["critic"], outs, batch, params["expl"])
+    steps = {"deter": jnp.swapaxes(outs["deter"], 0, 1), "stoch": jnp.swapaxes(outs["stoch"], 0, 1),
+             "action": jnp.swapaxes(action, 0, 1)}
+    bonus = np.asarray(agent.explorer.bonus(params["expl"], steps)).T  # (B, T-1): into t = 1..T-1
+    assert bonus.min() > 0
+    value = agent.behavior.value(params["critic"], outs).mean()
+    expected = replay_return(batch["reward"].at[:, 1:].add(bonus), value, batch["is_terminal"], is_first,
+                             agent.behavior.discount, agent.config.return_lambda)[0]
+    np.testing.assert_allclose(with_bonus[0], expected, rtol=1e-5)
+    assert float(jnp.abs(with_bonus[0] - plain[0]).max()) > 0
+    np.testing.assert_array_equal(with_bonus[1], plain[1])
+
+
 def test_without_a_scale_there_is_no_ensemble():
     agent = Agent(SPACE, ACTIONS, build_config(["debug"]))
     assert agent.explorer is None and "expl" not in agent.opts
