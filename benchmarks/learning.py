@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,14 @@ TASKS = {
 def read_evals(logdir: Path) -> list[dict]:
     """The greedy evaluation rows of metrics.jsonl (step, eval/episode/score)."""
     return [row for row in read_jsonl(logdir / "metrics.jsonl") if EVAL_KEYS["eval"] in row]
+
+
+class Interrupted(Exception):
+    """SIGTERM reached this script (a job killed, `kill <pid>`): stop the run it started too."""
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted()
 
 
 def main(argv=None) -> int:
@@ -98,6 +107,8 @@ def main(argv=None) -> int:
             reached = {"env_steps": step, "wall_seconds": round(time.time() - start, 1), "measure": measure}
             print(f"target {spec['target']} reached: {reached}", flush=True)
 
+    interrupted = False
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         while process.poll() is None and time.time() - start < args.minutes * 60:
             time.sleep(5)
@@ -110,10 +121,15 @@ def main(argv=None) -> int:
                 for measure, key in EVAL_KEYS.items():
                     if key in row:
                         check(measure, row[key], row["step"])
+    except (Interrupted, KeyboardInterrupt):
+        # train.py is this script's child: without this it would train on, unseen.
+        interrupted = True
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the save short
     finally:
         if process.poll() is None:
             process.terminate()  # SIGTERM: the run saves and exits
             process.wait(timeout=300)
+        signal.signal(signal.SIGTERM, previous)
     stderr = process.stderr.read() if process.stderr else ""
     scores = read_jsonl(logdir / "scores.jsonl")
     window = scores[-args.window:]
@@ -131,6 +147,7 @@ def main(argv=None) -> int:
             "eval_success_curve": successes} if successes else {}),
         "window_episodes": args.window, "episodes": len(scores), "env_steps": scores[-1]["step"] if scores else 0,
         "wall_seconds": round(time.time() - start, 1), "budget_minutes": args.minutes,
+        "interrupted": interrupted,
         "resumed_at_env_step": earlier[-1]["step"] if earlier else 0, "resumed_at_episode": len(earlier),
         **run_metadata(["command"], argv=["benchmarks/learning.py", *given]),
         "train_command": command,
@@ -147,6 +164,10 @@ def main(argv=None) -> int:
             plot_runs([logdir], args.out / f"learning_{label}_success.png", metric=EVAL_KEYS["success"],
                       title=f"{spec['task']}: greedy evaluation success\n{spec['note']}")
     print(json.dumps(result, indent=2))
+    if interrupted:
+        print(f"interrupted after {result['wall_seconds'] / 60:.1f} min; the run saved its state: "
+              "the same command without --fresh continues it", file=sys.stderr)
+        return 143
     if process.returncode:
         print(f"error: training exited with status {process.returncode} (stderr_tail in the record)",
               file=sys.stderr)

@@ -307,6 +307,33 @@ def test_learning_trains_the_task_given_instead_of_the_entrys(tmp_path, monkeypa
     assert record["note"].startswith("tmaze_passive_100, given instead of the entry's tmaze_passive_50")
 
 
+def test_learning_stopped_by_sigterm_stops_its_training_and_writes_the_record(tmp_path, monkeypatch):
+    import benchmarks.learning as learning
+
+    class Running:
+        returncode, stderr, terminated = None, None, False
+
+        def poll(self):
+            return self.returncode
+
+        def terminate(self):  # train.py saves and exits on SIGTERM
+            self.terminated, self.returncode = True, -signal.SIGTERM
+
+        def wait(self, timeout=None):
+            return self.returncode
+
+    process = Running()
+    monkeypatch.setattr(learning, "start_training", lambda *a, **k: ("train.py", process))
+    # The signal arrives while the script waits between two looks at the run.
+    monkeypatch.setattr(learning.time, "sleep", lambda seconds: os.kill(os.getpid(), signal.SIGTERM))
+    before = signal.getsignal(signal.SIGTERM)
+    code = learning.main(["tmaze", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert code == 143 and process.terminated
+    record = json.loads((tmp_path / "out" / "learning_tmaze.json").read_text())
+    assert record["interrupted"] and record["budget_minutes"] == 30.0
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_suite_starts_over_an_entry_whose_presets_changed_and_keeps_the_old_record(tmp_path, monkeypatch, capsys):
     import benchmarks.suite as suite
 
