@@ -182,3 +182,13 @@ def start_training(configs, task: str, logdir, extra=()):
     process = subprocess.Popen(command, cwd=root, env=environ, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     return " ".join(command[1:]).replace(str(root) + "/", ""), process
+
+
+class Interrupted(Exception):
+    """SIGTERM reached a benchmark script (a job killed, `kill <pid>`): it stops the training
+    run it started (which saves) and writes its record before exiting."""
+
+
+def raise_interrupted(signum, frame):
+    """SIGTERM handler: `signal.signal(signal.SIGTERM, raise_interrupted)`."""
+    raise Interrupted()

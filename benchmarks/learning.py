@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import EVAL_KEYS, RESULTS, read_jsonl, run_metadata, start_training, write_record  # noqa: E402
+from benchmarks.common import EVAL_KEYS, RESULTS, Interrupted, raise_interrupted, read_jsonl, run_metadata, start_training, write_record  # noqa: E402
 
 TASKS = {
     "tmaze": {"configs": ["cpu", "tmaze"], "task": "tmaze_passive_50", "target": 0.95, "measure": "eval",
@@ -53,14 +53,6 @@ TASKS = {
 def read_evals(logdir: Path) -> list[dict]:
     """The greedy evaluation rows of metrics.jsonl (step, eval/episode/score)."""
     return [row for row in read_jsonl(logdir / "metrics.jsonl") if EVAL_KEYS["eval"] in row]
-
-
-class Interrupted(Exception):
-    """SIGTERM reached this script (a job killed, `kill <pid>`): stop the run it started too."""
-
-
-def _on_sigterm(signum, frame):
-    raise Interrupted()
 
 
 def main(argv=None) -> int:
@@ -108,7 +100,7 @@ def main(argv=None) -> int:
             print(f"target {spec['target']} reached: {reached}", flush=True)
 
     interrupted = False
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = signal.signal(signal.SIGTERM, raise_interrupted)
     try:
         while process.poll() is None and time.time() - start < args.minutes * 60:
             time.sleep(5)

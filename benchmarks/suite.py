@@ -40,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import EVAL_KEYS, RESULTS, read_jsonl, run_metadata, start_training, utc_now, write_record  # noqa: E402
+from benchmarks.common import EVAL_KEYS, RESULTS, Interrupted, raise_interrupted, read_jsonl, run_metadata, start_training, utc_now, write_record  # noqa: E402
 from recall2imagine.config import ConfigError, build_config, parse_cli, validate  # noqa: E402
 
 METRICS = {
@@ -156,14 +156,6 @@ def supersede(out: Path, runs: Path, label: str, record: dict) -> str:
                 target = target.with_name(f"{target.stem}_{int(time.time())}{target.suffix}")
             shutil.move(str(source), str(target))
     return name
-
-
-class Interrupted(Exception):
-    """SIGTERM while an entry trains (Ctrl-C arrives as KeyboardInterrupt)."""
-
-
-def _on_sigterm(signum, frame):
-    raise Interrupted()
 
 
 def entry_record(entry: Entry, seed: int, result: dict, elapsed: float, stopped: str, finished: bool,
@@ -324,7 +316,7 @@ def main(argv=None) -> int:
                   f"{METRICS[e.metric]} {goal}")
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, raise_interrupted)
     for entry in entries:
         try:
             run_entry(entry, args.seed, args.runs, args.out, args.poll, rerun=args.rerun)

@@ -96,16 +96,11 @@ def replay_return(reward, value, is_terminal, is_first, discount, lam):
         f"{is_terminal.shape}, is_first {is_first.shape}")
     to_time = lambda x: jnp.swapaxes(jnp.asarray(x, jnp.float32), 0, 1)
     reward, value, terminal, first = map(to_time, (reward, value, is_terminal, is_first))
-    disc = discount * (1.0 - terminal[1:])
-    bootstrap = reward[1:] + disc * (1.0 - lam) * value[1:]
-
-    def step(later, inputs):
-        boot_t, disc_t, value_t, cut_t = inputs
-        ret = jnp.where(cut_t > 0, value_t, boot_t + disc_t * lam * later)
-        return ret, ret
-
-    _, returns = jax.lax.scan(step, value[-1], (bootstrap, disc, value[:-1], first[1:]),
-                              reverse=True)
+    # `lambda_return` with the recursion cut before an episode start: no continuation there
+    # and the state's own value as its "reward" gives R_t = v_t.
+    cut = first[1:] > 0
+    returns = lambda_return(jnp.where(cut, value[:-1], reward[1:]), value,
+                            jnp.where(cut, 0.0, 1.0 - terminal[1:]), discount, lam)
     returns = jnp.concatenate([returns, value[-1:]], 0)
     mask = jnp.concatenate([(1.0 - first[1:]) * (1.0 - terminal[:-1]),
                             jnp.zeros_like(terminal[:1])], 0)
