@@ -2,10 +2,11 @@
 # Everything a lent GPU should measure, in one run of under 8 minutes on one GPU:
 #   1. the device (JAX's view and nvidia-smi where present),
 #   2. the train step of mimo (parallel scan) and gru at R2I's Memory Maze widths
-#      (the mmaze preset) for T = 256, 1024 and 4096 (benchmarks/train_step.py),
+#      (the mmaze preset) for T = 256, 1024 and 4096 (benchmarks/train_step.py; 4 sequences
+#      per batch, 1 at T = 4096, whose imagination from all 16,384 states asks for 54 GiB at 4),
 #   3. 5 minutes of POPGym RepeatPreviousEasy at the popgym preset (benchmarks/learning.py).
-# Compiling the six train steps takes minutes of one CPU core each, so a warm-up pass compiles
-# them, one process per core, while the POPGym run trains; the timed pass then runs alone on
+# Compiling a train step takes a minute or more of one CPU core, so a warm-up pass compiles
+# the six, one process each, while the POPGym run trains; the timed pass then runs alone on
 # the device and loads every program from JAX's persistent compilation cache.
 # Everything lands in OUT (default benchmarks/results/gpu/). A failing step does not stop the
 # others: summary.txt lists each step's exit status, and the script exits 1 if any failed.
@@ -46,10 +47,12 @@ step() {
 }
 
 if [ "$TINY" = 1 ]; then
-    STEP_ARGS=(--presets debug --lengths 16 --steps 1 --batch 2)
+    LENGTHS=(16)
+    STEP_ARGS=(--presets debug --steps 1 --batch 2)
     LEARN_ARGS=(--configs popgym debug --minutes 0.25 --tag tiny --runs "$OUT/runs")
 else
-    STEP_ARGS=(--presets mmaze --lengths 256 1024 4096 --steps 3)
+    LENGTHS=(256 1024 4096)
+    STEP_ARGS=(--presets mmaze --steps 3 --batch 4 --rows 4096)
     LEARN_ARGS=(--configs popgym --minutes 5 --tag gpu)
 fi
 
@@ -78,9 +81,12 @@ export JAX_COMPILATION_CACHE_DIR XLA_PYTHON_CLIENT_PREALLOCATE=false
 mkdir -p "$OUT/warmup"
 pids=() names=()
 for core in mimo gru; do
-    "$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --steps 1 --cores "$core" --scan parallel \
-        --out "$OUT/warmup/train_step_$core" > "$OUT/warmup/train_step_$core.log" 2>&1 &
-    pids+=($!) names+=("compile, $core")
+    for length in "${LENGTHS[@]}"; do
+        "$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --lengths "$length" --steps 1 --cores "$core" \
+            --scan parallel --out "$OUT/warmup/train_step_${core}_T$length" \
+            > "$OUT/warmup/train_step_${core}_T$length.log" 2>&1 &
+        pids+=($!) names+=("compile, $core T=$length")
+    done
 done
 "$PY" benchmarks/learning.py popgym "${LEARN_ARGS[@]}" --fresh --out "$OUT" > "$OUT/learning_popgym.log" 2>&1 &
 pids+=($!) names+=("POPGym RepeatPreviousEasy")
@@ -92,7 +98,8 @@ for i in "${!pids[@]}"; do
 done
 tail -n 3 "$OUT/learning_popgym.log"
 step "train step, mimo (parallel scan) and gru" \
-    "$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --cores mimo gru --scan parallel --out "$OUT/train_step"
+    "$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --lengths "${LENGTHS[@]}" --cores mimo gru --scan parallel \
+    --out "$OUT/train_step"
 cat "$OUT/summary.txt"
 echo "== results in $OUT"
 exit $FAILED

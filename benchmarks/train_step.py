@@ -55,6 +55,8 @@ def parse_args():
     parser.add_argument("--quick", action="store_true", help="lengths 64 256, 2 timed steps")
     parser.add_argument("--lengths", type=int, nargs="+", default=None)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=None,
+                        help="at most this many rows (batch x length) per batch: fewer sequences at long lengths")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per setting")
     parser.add_argument("--presets", nargs="+", default=["cpu"],
                         help="config presets fixing the widths (same for mimo and gru)")
@@ -85,23 +87,29 @@ def synthetic_batch(batch, length, keys=("vector",), seed=0):
             "is_terminal": np.zeros((batch, length), bool)}
 
 
+def batch_size(length, args):
+    """--batch, cut to --rows // length sequences (at least one) where --rows is given."""
+    return args.batch if args.rows is None else max(1, min(args.batch, args.rows // length))
+
+
 def measure(ssm_type, length, args):
+    batch_count = batch_size(length, args)
     config = build_config(args.presets, {**set_overrides(args.set), "ssm_type": ssm_type, "ssm.scan": args.scan,
-                                         "batch_size": args.batch, "batch_length": length})
+                                         "batch_size": batch_count, "batch_length": length})
     keys = observation_keys(config)
     agent = Agent(observation_space(keys), gym.spaces.Discrete(ACTIONS), config)
     state = agent.init(0)
-    batch = synthetic_batch(args.batch, length, keys)
+    batch = synthetic_batch(batch_count, length, keys)
     arrays = {k: jax.numpy.asarray(batch[k]) for k in agent.batch_keys}
     wm_grad = jax.jit(jax.grad(lambda p, b, k: agent.wm.loss(p, b, k)[0]))
     wm_first, wm_times = timed(
         lambda i: wm_grad(state["params"]["wm"], arrays, jax.random.PRNGKey(i)), args.steps)
     first, times = timed(lambda i: agent.train(state, batch, jax.random.PRNGKey(i)), args.steps)
-    row = {"ssm_type": ssm_type, "batch_length": length, "batch_size": args.batch,
+    row = {"ssm_type": ssm_type, "batch_length": length, "batch_size": batch_count,
            "train_step_s": statistics.median(times), "train_step_min_s": min(times),
            "train_compile_s": first, "wm_grad_s": statistics.median(wm_times),
            "wm_compile_s": wm_first, "steps_timed": args.steps}
-    print(f"{ssm_type:5s} T={length:5d}  train {row['train_step_s'] * 1e3:9.1f} ms  "
+    print(f"{ssm_type:5s} T={length:5d} B={batch_count}  train {row['train_step_s'] * 1e3:9.1f} ms  "
           f"world-model grad {row['wm_grad_s'] * 1e3:9.1f} ms  (compile {first:.1f} s)",
           flush=True)
     return row
@@ -116,7 +124,8 @@ def measure_or_record(ssm_type, length, args):
         first_line = (str(error).strip().splitlines() or [""])[0]
         message = f"{type(error).__name__}: {first_line}"
         print(f"{ssm_type:5s} T={length:5d}  FAILED  {message}", flush=True)
-        return {"ssm_type": ssm_type, "batch_length": length, "batch_size": args.batch, "error": message}
+        return {"ssm_type": ssm_type, "batch_length": length, "batch_size": batch_size(length, args),
+                "error": message}
 
 
 def main():

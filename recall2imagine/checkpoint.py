@@ -10,10 +10,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer", "CheckpointError", "tree_shapes"]
+__all__ = ["Checkpointer", "CheckpointError", "tree_shapes", "unit_axes_apart"]
+
+
+def unit_axes_apart(old, new) -> bool:
+    """Whether two shapes differ only in axes of size 1, e.g. (16, 1) and (16,).
+
+    A checkpoint whose leaves differ from this code's only so restores with a reshape: the binary
+    head's output layer was a (F, 1) kernel and a (1,) bias before it became (F,) and ()."""
+    squeeze = lambda shape: tuple(int(n) for n in shape if n != 1)  # noqa: E731
+    return tuple(old) != tuple(new) and squeeze(old) == squeeze(new)
+
+
+def _leaf_shapes(tree) -> dict:
+    """{"a/b/0": shape} of any pytree, paths as jax.tree_util.keystr writes them."""
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(int(n) for n in leaf.shape)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def tree_shapes(tree, prefix: str = "") -> dict:
@@ -90,9 +106,13 @@ class Checkpointer:
         errors = []
         for step in reversed(steps):
             try:
-                args = ocp.args.Composite(state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore())
+                stored = self._stored_shapes(step)
+                legacy = jax.tree_util.tree_map_with_path(
+                    lambda path, leaf: self._as_stored(path, leaf, stored), template)
+                args = ocp.args.Composite(state=ocp.args.StandardRestore(legacy), meta=ocp.args.JsonRestore())
                 restored = self._manager.restore(step, args=args)
-                return restored["state"], dict(restored["meta"]), step
+                state = jax.tree.map(_reshaped, restored["state"], template)
+                return state, dict(restored["meta"]), step
             except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous checkpoint
                 errors.append(f"step {step}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         raise CheckpointError(
@@ -101,5 +121,29 @@ class Checkpointer:
             " afresh on this data, or use another --logdir."
         )
 
+    def _stored_shapes(self, step) -> dict:
+        """Leaf shapes of checkpoint `step`'s state from its metadata ({} if unreadable)."""
+        try:
+            metadata = self._manager.item_metadata(step)["state"]
+        except Exception:  # noqa: BLE001 - the restore that follows reports what is wrong
+            return {}
+        return _leaf_shapes(getattr(metadata, "tree", metadata))
+
+    @staticmethod
+    def _as_stored(path, leaf, stored):
+        """`leaf`, or zeros of the stored shape where that differs only in axes of size 1."""
+        old = stored.get(jax.tree_util.keystr(path, simple=True, separator="/"))
+        if old is not None and unit_axes_apart(old, leaf.shape):
+            return np.zeros(old, leaf.dtype)
+        return leaf
+
     def close(self) -> None:
         self._manager.close()
+
+
+def _reshaped(restored, template):
+    """A restored leaf in the template's shape (and placement, where the template has one)."""
+    if tuple(restored.shape) == tuple(template.shape):
+        return restored
+    reshaped = np.reshape(np.asarray(restored), template.shape)
+    return jax.device_put(reshaped, template.sharding) if hasattr(template, "sharding") else reshaped

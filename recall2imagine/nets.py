@@ -7,6 +7,7 @@ log-probability, entropy and KL is computed in float32 whatever the compute dtyp
 import itertools
 import math
 import re
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -239,6 +240,25 @@ class MLP(nn.Module):
         return x
 
 
+class ScalarDense(nn.Module):
+    """Dense layer to one scalar per row: (..., F) -> (...); kernel (F,), bias ().
+
+    Used in place of Dense(1)[..., 0] for the binary head: XLA's GPU compiler (jax 0.11.2)
+    rejects train steps whose gradient holds a (1,)-shaped leaf (the summed gradient of a
+    Dense(1) bias; benchmarks/results/gpu/xla_probe_2026-11-28.md). Same function and init.
+    """
+
+    dtype: jnp.dtype = jnp.float32
+    kernel_init: Callable = dense_init()
+
+    @nn.compact
+    def __call__(self, x):
+        features = x.shape[-1]
+        kernel = self.param("kernel", lambda key: self.kernel_init(key, (features, 1))[:, 0])
+        bias = self.param("bias", nn.initializers.zeros, ())
+        return x.astype(self.dtype) @ kernel.astype(self.dtype) + bias.astype(self.dtype)
+
+
 class Head(nn.Module):
     """MLP torso and an output layer that parameterises a distribution.
 
@@ -270,7 +290,7 @@ class Head(nn.Module):
         if self.kind == "twohot":
             return TwoHotDist(out(self.bins, "out"), self.bin_limit)
         if self.kind == "binary":
-            return BernoulliDist(out(1, "out")[..., 0])
+            return BernoulliDist(ScalarDense(self.dtype, dense_init(self.outscale), name="out")(x))
         if self.kind == "onehot":
             return OneHotDist(out(self.size, "out"), self.unimix)
         if self.kind == "normal":

@@ -148,10 +148,14 @@ def save_config(logdir: Path, config: Config) -> None:
 
 
 def _shape_differences(stored: dict, built: dict) -> list[str]:
+    """Lines naming each path whose (shape, dtype) differs; shapes that differ only in axes of
+    size 1 are the same (the checkpoint restores with a reshape)."""
+    from recall2imagine.checkpoint import unit_axes_apart
+
     lines = []
     for path in sorted(set(stored) | set(built)):
         old, new = stored.get(path), built.get(path)
-        if old != new:
+        if old != new and not (old and new and old[1] == new[1] and unit_axes_apart(old[0], new[0])):
             show = lambda leaf: "absent" if leaf is None else f"{leaf[0]} {leaf[1]}"
             lines.append(f"  {path}: checkpoint {show(old)}, this config {show(new)}")
     return lines

@@ -44,11 +44,20 @@ def test_gpu_check_tiny_runs_on_cpu_and_records_device_train_steps_and_popgym(tm
     assert "--configs popgym debug" in learning["train_command"] and learning["exit_status"] == 0
     assert (out / "runs" / "popgym_tiny" / "config.yaml").is_file()
     assert (out / "summary.txt").read_text().splitlines() == [
-        "device: exit 0", "compile, mimo: exit 0", "compile, gru: exit 0", "POPGym RepeatPreviousEasy: exit 0",
+        "device: exit 0", "compile, mimo T=16: exit 0", "compile, gru T=16: exit 0", "POPGym RepeatPreviousEasy: exit 0",
         "train step, mimo (parallel scan) and gru: exit 0"]
     # The warm-up pass (compiling while POPGym trains) keeps its own record apart from the timings.
-    assert json.loads((out / "warmup" / "train_step_mimo.json").read_text())["results"][0]["train_step_s"] > 0
+    assert json.loads((out / "warmup" / "train_step_mimo_T16.json").read_text())["results"][0]["train_step_s"] > 0
     assert "versions: jax " in (out / "device.txt").read_text()
+
+
+def test_train_step_rows_cut_the_batch_at_long_lengths():
+    from types import SimpleNamespace
+
+    from benchmarks.train_step import batch_size
+    args = SimpleNamespace(batch=4, rows=4096)
+    assert [batch_size(length, args) for length in (256, 1024, 4096, 8192)] == [4, 4, 1, 1]
+    assert batch_size(8192, SimpleNamespace(batch=4, rows=None)) == 4
 
 
 def test_train_step_feeds_each_preset_the_observation_its_encoder_reads():

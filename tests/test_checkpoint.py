@@ -61,3 +61,32 @@ def test_saving_again_at_the_same_step_replaces_that_checkpoint(tmp_path):
     state, meta, step = Checkpointer(tmp_path / "ckpt").restore(STATE)
     assert step == 2 and meta["updates"] == 4
     np.testing.assert_array_equal(state["w"], STATE["w"] + 1)
+
+
+def test_leaves_that_differ_only_in_unit_axes_restore_reshaped(tmp_path):
+    # Checkpoints written when the binary head's output layer was Dense(1): kernel (F, 1), bias (1,).
+    old = {"out": {"kernel": jnp.arange(4.0).reshape(4, 1), "bias": jnp.array([0.5])}, "w": jnp.ones(2)}
+    Checkpointer(tmp_path / "ckpt").save(3, old, {"step": 3})
+    template = {"out": {"kernel": jnp.zeros(4), "bias": jnp.zeros(())}, "w": jnp.zeros(2)}
+    state, _, step = Checkpointer(tmp_path / "ckpt").restore(template)
+    assert step == 3
+    assert state["out"]["kernel"].shape == (4,) and state["out"]["bias"].shape == ()
+    np.testing.assert_array_equal(state["out"]["kernel"], [0.0, 1.0, 2.0, 3.0])
+    assert float(state["out"]["bias"]) == 0.5
+
+
+def test_other_shape_changes_still_fail_to_restore(tmp_path):
+    Checkpointer(tmp_path / "ckpt").save(1, {"w": jnp.ones((4, 2))}, {})
+    with pytest.raises(CheckpointError):
+        Checkpointer(tmp_path / "ckpt").restore({"w": jnp.zeros(8)})
+
+
+def test_resuming_accepts_parameters_that_differ_only_in_unit_axes(tmp_path):
+    from recall2imagine.config import ConfigError, build_config
+    from recall2imagine.run import check_params
+
+    config = build_config(["debug"])
+    shapes = lambda kernel: {"params/wm/cont_head/out/kernel": (kernel, "float32")}  # noqa: E731
+    check_params(shapes((16, 1)), shapes((16,)), tmp_path, config, config, lambda c: shapes((16,)))
+    with pytest.raises(ConfigError, match="cont_head/out/kernel: checkpoint \\(16, 2\\) float32"):
+        check_params(shapes((16, 2)), shapes((32,)), tmp_path, config, config, lambda c: shapes((32,)))

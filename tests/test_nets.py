@@ -150,3 +150,18 @@ def test_gru_resets_to_initial_state_and_keeps_state_otherwise():
     np.testing.assert_allclose(y, new)
     np.testing.assert_allclose(new[0], fresh[0], rtol=1e-6)  # learned initial = 0 at init
     assert not np.allclose(new[1], fresh[1])
+
+
+def test_binary_head_output_layer_has_no_unit_axes_and_is_affine():
+    # No (1,)-shaped parameter: XLA's GPU compiler rejects train steps whose gradients hold one.
+    head = nets.Head("binary", 1, 8, norm="none")
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 6))
+    params = head.init(jax.random.PRNGKey(0), x)
+    out = params["params"]["out"]
+    assert out["kernel"].shape == (8,) and out["bias"].shape == ()
+    assert all(1 not in leaf.shape for leaf in jax.tree.leaves(params))
+    features = nets.MLP(1, 8, norm="none").apply({"params": params["params"]["MLP_0"]}, x)
+    params["params"]["out"]["bias"] = jnp.array(0.25)
+    logits = head.apply(params, x).logits
+    assert logits.shape == (3, 5)
+    np.testing.assert_allclose(logits, features @ out["kernel"] + 0.25, rtol=1e-5, atol=1e-6)
