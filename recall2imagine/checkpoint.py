@@ -26,24 +26,18 @@ def unit_axes_apart(old, new) -> bool:
     return tuple(old) != tuple(new) and squeeze(old) == squeeze(new)
 
 
-def _leaf_shapes(tree) -> dict:
-    """{"a/b/0": shape} of any pytree, paths as jax.tree_util.keystr writes them."""
-    return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(int(n) for n in leaf.shape)
-            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+def _path_name(path) -> str:
+    """A pytree path as "a/b/0"."""
+    return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def tree_shapes(tree, prefix: str = "") -> dict:
-    """{"a/b/0": (shape tuple, dtype name)} of nested dicts, lists and tuples whose leaves
-    have .shape and .dtype (arrays, jax.ShapeDtypeStruct, orbax array metadata)."""
-    if isinstance(tree, dict):
-        items = tree.items()
-    elif isinstance(tree, (list, tuple)):
-        items = enumerate(tree)
-    else:
-        return {prefix: (tuple(int(n) for n in tree.shape), str(np.dtype(tree.dtype)))}
+    """{"a/b/0": (shape tuple, dtype name)} of a pytree's leaves that have .shape and .dtype
+    (arrays, jax.ShapeDtypeStruct, orbax array metadata); paths below `prefix`."""
     shapes = {}
-    for key, value in items:
-        shapes.update(tree_shapes(value, f"{prefix}/{key}" if prefix else str(key)))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        name = f"{prefix}/{_path_name(path)}" if prefix else _path_name(path)
+        shapes[name] = (tuple(int(n) for n in leaf.shape), str(np.dtype(leaf.dtype)))
     return shapes
 
 
@@ -127,12 +121,12 @@ class Checkpointer:
             metadata = self._manager.item_metadata(step)["state"]
         except Exception:  # noqa: BLE001 - the restore that follows reports what is wrong
             return {}
-        return _leaf_shapes(getattr(metadata, "tree", metadata))
+        return {path: shape for path, (shape, _) in tree_shapes(getattr(metadata, "tree", metadata)).items()}
 
     @staticmethod
     def _as_stored(path, leaf, stored):
         """`leaf`, or zeros of the stored shape where that differs only in axes of size 1."""
-        old = stored.get(jax.tree_util.keystr(path, simple=True, separator="/"))
+        old = stored.get(_path_name(path))
         if old is not None and unit_axes_apart(old, leaf.shape):
             return np.zeros(old, leaf.dtype)
         return leaf

@@ -245,7 +245,7 @@ class ScalarDense(nn.Module):
 
     Used in place of Dense(1)[..., 0] for the binary head: XLA's GPU compiler (jax 0.11.2)
     rejects train steps whose gradient holds a (1,)-shaped leaf (the summed gradient of a
-    Dense(1) bias; benchmarks/results/gpu/xla_probe_2026-11-28.md). Same function and init.
+    Dense(1) bias; benchmarks/results/gpu/xla_probe_2026-12-04.md). Same function and init.
     """
 
     dtype: jnp.dtype = jnp.float32
