@@ -5,9 +5,10 @@
 #      (the mmaze preset) for T = 256, 1024 and 4096 (benchmarks/train_step.py; 4 sequences
 #      per batch, 1 at T = 4096, whose imagination from all 16,384 states asks for 54 GiB at 4),
 #   3. 5 minutes of POPGym RepeatPreviousEasy at the popgym preset (benchmarks/learning.py).
-# Compiling a train step takes a minute or more of one CPU core, so a warm-up pass compiles
-# the six, one process each, while the POPGym run trains; the timed pass then runs alone on
-# the device and loads every program from JAX's persistent compilation cache.
+# Compiling a train step takes up to a minute of one CPU core, so a warm-up pass compiles
+# the six ahead of time (train_step.py --compile-only: nothing run, so no device memory taken
+# from the others), one process each, while the POPGym run trains; the timed pass then runs
+# alone on the device and loads every program from JAX's persistent compilation cache.
 # Everything lands in OUT (default benchmarks/results/gpu/). A failing step does not stop the
 # others: summary.txt lists each step's exit status, and the script exits 1 if any failed.
 # XLA_FLAGS, if set, is recorded in device.txt and applies to every step.
@@ -82,7 +83,7 @@ mkdir -p "$OUT/warmup"
 pids=() names=()
 for core in mimo gru; do
     for length in "${LENGTHS[@]}"; do
-        "$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --lengths "$length" --steps 1 --cores "$core" \
+        "$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --lengths "$length" --compile-only --cores "$core" \
             --scan parallel --out "$OUT/warmup/train_step_${core}_T$length" \
             > "$OUT/warmup/train_step_${core}_T$length.log" 2>&1 &
         pids+=($!) names+=("compile, $core T=$length")

@@ -10,6 +10,7 @@ benchmarks/results/train_step.{json,csv}.
     python benchmarks/train_step.py --quick    # lengths 64 256, 2 timed steps
     python benchmarks/train_step.py --cores mimo gru   # a subset of the cores
     python benchmarks/train_step.py --set hcam.width=64 hcam.heads=2   # config overrides
+    python benchmarks/train_step.py --compile-only   # compile times alone, nothing run
 """
 
 import argparse
@@ -66,6 +67,10 @@ def parse_args():
                         choices=["mimo", "gru", "hcam"], help="ssm_type values to time (mimo first)")
     parser.add_argument("--set", nargs="*", default=[], type=key_value, metavar="KEY=VALUE",
                         help="config overrides on top of the presets (all cores)")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="compile both steps ahead of time and run neither: records compile "
+                             "times and fills JAX_COMPILATION_CACHE_DIR, using no device memory "
+                             "beyond the arguments (gpu_check.sh's warm-up beside other jobs)")
     parser.add_argument("--out", default=str(RESULTS / "train_step"))
     args = parser.parse_args()
     args.lengths = args.lengths or ([64, 256] if args.quick else [64, 256, 1024])
@@ -102,6 +107,8 @@ def measure(ssm_type, length, args):
     batch = synthetic_batch(batch_count, length, keys)
     arrays = {k: jax.numpy.asarray(batch[k]) for k in agent.batch_keys}
     wm_grad = jax.jit(jax.grad(lambda p, b, k: agent.wm.loss(p, b, k)[0]))
+    if args.compile_only:
+        return compile_row(agent, wm_grad, state, batch, arrays, ssm_type, length)
     wm_first, wm_times = timed(
         lambda i: wm_grad(state["params"]["wm"], arrays, jax.random.PRNGKey(i)), args.steps)
     first, times = timed(lambda i: agent.train(state, batch, jax.random.PRNGKey(i)), args.steps)
@@ -113,6 +120,18 @@ def measure(ssm_type, length, args):
           f"world-model grad {row['wm_grad_s'] * 1e3:9.1f} ms  (compile {first:.1f} s)",
           flush=True)
     return row
+
+
+def compile_row(agent, wm_grad, state, batch, arrays, ssm_type, length):
+    """Compiles the world-model gradient and the train step for these shapes, runs neither,
+    and returns their compile times as a row."""
+    key = jax.random.PRNGKey(0)
+    wm_first, _ = timed(lambda i: wm_grad.lower(state["params"]["wm"], arrays, key).compile(), 0)
+    first, _ = timed(lambda i: agent.lower_train(state, batch, key).compile(), 0)
+    print(f"{ssm_type:5s} T={length:5d} B={len(batch['is_first'])}  compiled: train {first:.1f} s, "
+          f"world-model grad {wm_first:.1f} s (nothing run)", flush=True)
+    return {"ssm_type": ssm_type, "batch_length": length, "batch_size": len(batch["is_first"]),
+            "train_compile_s": first, "wm_compile_s": wm_first, "compile_only": True}
 
 
 def measure_or_record(ssm_type, length, args):
@@ -134,7 +153,7 @@ def main():
     failed = [r for r in rows if "error" in r]
     ratios = []
     for length in args.lengths:
-        row = {r["ssm_type"]: r for r in rows if r["batch_length"] == length and "error" not in r}
+        row = {r["ssm_type"]: r for r in rows if r["batch_length"] == length and "train_step_s" in r}
         if "mimo" not in row:
             continue
         ratio = {"batch_length": length}

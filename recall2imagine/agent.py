@@ -201,6 +201,17 @@ class Agent:
         "loss/<obs key>", "loss/reward", "loss/cont", "loss/dyn", "loss/rep",
         "loss/model", "loss/actor", "loss/critic", plus grad norms and statistics).
         """
+        return self._train(*self._train_arguments(state, batch, key))
+
+    def lower_train(self, state, batch, key):
+        """The train step lowered for the shapes of (state, batch, key), without running it:
+        `.compile()` compiles it ahead of time (and fills JAX's persistent compilation cache,
+        where one is set, for a later `train` on the same shapes) without touching the device's
+        memory beyond the arguments."""
+        return self._train.lower(*self._train_arguments(state, batch, key))
+
+    def _train_arguments(self, state, batch, key):
+        """(state, batch, key) checked and placed as the jitted train step takes them."""
         missing = [k for k in self.batch_keys if k not in batch]
         if missing:
             raise KeyError(f"batch lacks keys {missing}; it needs {list(self.batch_keys)}")
@@ -212,7 +223,7 @@ class Agent:
                              f"devices {devices} (jax.train_devices)")
         batch = _to_global({k: batch[k] for k in self.batch_keys}, self._sharded)
         state, key = _to_global((state, key), self._replicated)
-        return self._train(state, batch, key)
+        return state, batch, key
 
     def _train_step(self, state, batch, key):
         params, opt = state["params"], state["opt"]
