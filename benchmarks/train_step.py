@@ -108,7 +108,11 @@ def measure(ssm_type, length, args):
     arrays = {k: jax.numpy.asarray(batch[k]) for k in agent.batch_keys}
     wm_grad = jax.jit(jax.grad(lambda p, b, k: agent.wm.loss(p, b, k)[0]))
     if args.compile_only:
-        return compile_row(agent, wm_grad, state, batch, arrays, ssm_type, length)
+        first, wm_first = compile_times(agent, wm_grad, state, batch, arrays)
+        print(f"{ssm_type:5s} T={length:5d} B={batch_count}  compiled: train {first:.1f} s, "
+              f"world-model grad {wm_first:.1f} s (nothing run)", flush=True)
+        return {"ssm_type": ssm_type, "batch_length": length, "batch_size": batch_count,
+                "train_compile_s": first, "wm_compile_s": wm_first, "compile_only": True}
     wm_first, wm_times = timed(
         lambda i: wm_grad(state["params"]["wm"], arrays, jax.random.PRNGKey(i)), args.steps)
     first, times = timed(lambda i: agent.train(state, batch, jax.random.PRNGKey(i)), args.steps)
@@ -122,16 +126,13 @@ def measure(ssm_type, length, args):
     return row
 
 
-def compile_row(agent, wm_grad, state, batch, arrays, ssm_type, length):
-    """Compiles the world-model gradient and the train step for these shapes, runs neither,
-    and returns their compile times as a row."""
+def compile_times(agent, wm_grad, state, batch, arrays):
+    """Seconds to compile the train step and the world-model gradient for these shapes,
+    running neither."""
     key = jax.random.PRNGKey(0)
-    wm_first, _ = timed(lambda i: wm_grad.lower(state["params"]["wm"], arrays, key).compile(), 0)
     first, _ = timed(lambda i: agent.lower_train(state, batch, key).compile(), 0)
-    print(f"{ssm_type:5s} T={length:5d} B={len(batch['is_first'])}  compiled: train {first:.1f} s, "
-          f"world-model grad {wm_first:.1f} s (nothing run)", flush=True)
-    return {"ssm_type": ssm_type, "batch_length": length, "batch_size": len(batch["is_first"]),
-            "train_compile_s": first, "wm_compile_s": wm_first, "compile_only": True}
+    wm_first, _ = timed(lambda i: wm_grad.lower(state["params"]["wm"], arrays, key).compile(), 0)
+    return first, wm_first
 
 
 def measure_or_record(ssm_type, length, args):
