@@ -5,10 +5,10 @@
 #      (the mmaze preset) for T = 256, 1024 and 4096 (benchmarks/train_step.py; 4 sequences
 #      per batch, 1 at T = 4096, whose imagination from all 16,384 states asks for 54 GiB at 4),
 #   3. 5 minutes of POPGym RepeatPreviousEasy at the popgym preset (benchmarks/learning.py).
-# Compiling a train step takes up to a minute of one CPU core, so a warm-up pass compiles
-# the six ahead of time (train_step.py --compile-only: nothing run, so no device memory taken
-# from the others), one process each, while the POPGym run trains; the timed pass then runs
-# alone on the device and loads every program from JAX's persistent compilation cache.
+# Compiling a train step takes up to a minute, so a warm-up pass compiles the six ahead of
+# time (train_step.py --compile-only: nothing run) in two lanes, one per core, each compiling
+# its three lengths in turn, while the POPGym run trains; the timed pass then runs alone on
+# the device and loads every program from JAX's persistent compilation cache.
 # Everything lands in OUT (default benchmarks/results/gpu/). A failing step does not stop the
 # others: summary.txt lists each step's exit status, and the script exits 1 if any failed.
 # XLA_FLAGS, if set, is recorded in device.txt and applies to every step.
@@ -80,23 +80,39 @@ if [ -z "${JAX_COMPILATION_CACHE_DIR:-}" ]; then
 fi
 export JAX_COMPILATION_CACHE_DIR XLA_PYTHON_CLIENT_PREALLOCATE=false
 mkdir -p "$OUT/warmup"
-pids=() names=()
-for core in mimo gru; do
+# compile_lane CORE: compiles CORE's train step at each length, one after the other, and
+# prints "LENGTH STATUS" per length. XLA autotunes kernels on the device while it compiles;
+# the platform allocator hands that memory back at once, where JAX's default pool would keep
+# it (six compiles side by side, each keeping its pool, left the POPGym run out of memory).
+compile_lane() {
+    local core=$1 length status
     for length in "${LENGTHS[@]}"; do
-        "$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --lengths "$length" --compile-only --cores "$core" \
-            --scan parallel --out "$OUT/warmup/train_step_${core}_T$length" \
-            > "$OUT/warmup/train_step_${core}_T$length.log" 2>&1 &
-        pids+=($!) names+=("compile, $core T=$length")
-    done
+        status=0
+        XLA_PYTHON_CLIENT_ALLOCATOR=platform "$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" \
+            --lengths "$length" --compile-only --cores "$core" --scan parallel \
+            --out "$OUT/warmup/train_step_${core}_T$length" \
+            > "$OUT/warmup/train_step_${core}_T$length.log" 2>&1 || status=$?
+        echo "$length $status"
+    done > "$OUT/warmup/lane_$core.txt"
+}
+lanes=()
+for core in mimo gru; do
+    compile_lane "$core" &
+    lanes+=($!)
 done
 "$PY" benchmarks/learning.py popgym "${LEARN_ARGS[@]}" --fresh --out "$OUT" > "$OUT/learning_popgym.log" 2>&1 &
-pids+=($!) names+=("POPGym RepeatPreviousEasy")
-for i in "${!pids[@]}"; do
-    status=0
-    wait "${pids[$i]}" || status=$?
-    echo "== ${names[$i]}: exit $status"
-    record "${names[$i]}" "$status"
+popgym=$!
+wait "${lanes[@]}"
+for core in mimo gru; do
+    while read -r length status; do
+        echo "== compile, $core T=$length: exit $status"
+        record "compile, $core T=$length" "$status"
+    done < "$OUT/warmup/lane_$core.txt"
 done
+status=0
+wait "$popgym" || status=$?
+echo "== POPGym RepeatPreviousEasy: exit $status"
+record "POPGym RepeatPreviousEasy" "$status"
 tail -n 3 "$OUT/learning_popgym.log"
 step "train step, mimo (parallel scan) and gru" \
     "$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --lengths "${LENGTHS[@]}" --cores mimo gru --scan parallel \
