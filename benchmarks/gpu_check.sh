@@ -95,15 +95,16 @@ compile_lane() {
         echo "$length $status"
     done > "$OUT/warmup/lane_$core.txt"
 }
+CORES=(mimo gru)
 lanes=()
-for core in mimo gru; do
+for core in "${CORES[@]}"; do
     compile_lane "$core" &
     lanes+=($!)
 done
 "$PY" benchmarks/learning.py popgym "${LEARN_ARGS[@]}" --fresh --out "$OUT" > "$OUT/learning_popgym.log" 2>&1 &
 popgym=$!
 wait "${lanes[@]}"
-for core in mimo gru; do
+for core in "${CORES[@]}"; do
     while read -r length status; do
         echo "== compile, $core T=$length: exit $status"
         record "compile, $core T=$length" "$status"
@@ -115,7 +116,7 @@ echo "== POPGym RepeatPreviousEasy: exit $status"
 record "POPGym RepeatPreviousEasy" "$status"
 tail -n 3 "$OUT/learning_popgym.log"
 step "train step, mimo (parallel scan) and gru" \
-    "$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --lengths "${LENGTHS[@]}" --cores mimo gru --scan parallel \
+    "$PY" benchmarks/train_step.py "${STEP_ARGS[@]}" --lengths "${LENGTHS[@]}" --cores "${CORES[@]}" --scan parallel \
     --out "$OUT/train_step"
 cat "$OUT/summary.txt"
 echo "== results in $OUT"
