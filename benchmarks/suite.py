@@ -24,6 +24,15 @@ task | score (metric named) | target | env steps | wall time | published | chanc
 Metrics: greedy success (mean score of the greedy evaluation episodes, best over the run),
 MMER (POPGym: the best mean of 100 consecutive training episodes) and bsuite accuracy (the
 fraction of the last 1,000 memory_len episodes answered right; > 62.5% passes).
+
+A greedy evaluation during training plays `run.eval_eps` episodes (10 in the memory presets),
+so one evaluation at the target is not yet the policy's rate: one that succeeds 55% of the time
+scores 0.9 in 2% of its evaluations. When an evaluation reaches the target, the suite stops
+train.py (which saves) and confirms with `benchmarks/evaluate.py` on CONFIRM_EPISODES fresh
+episodes from that checkpoint; only a confirmation at the target meets it. Otherwise training
+continues, within the entry's budget, to the next evaluation at the target. A finished record
+that met its target before confirmations existed is confirmed when it is run again and its run
+directory still holds the checkpoint; the scoreboard marks the rows met on one evaluation.
 """
 
 from __future__ import annotations
@@ -32,8 +41,10 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -96,8 +107,12 @@ CPU_SUITE = (
 )
 
 
-def score(entry: Entry, logdir: Path) -> dict:
-    """The entry's metric over the run so far: {"score", "steps_at_target", "curve"}."""
+CONFIRM_EPISODES = 100
+
+
+def score(entry: Entry, logdir: Path, after: int = -1) -> dict:
+    """The entry's metric over the run so far: {"score", "steps_at_target", "curve"};
+    steps_at_target: the first step after `after` whose value reaches the target."""
     episodes = read_jsonl(logdir / "scores.jsonl")
     if entry.metric in ("greedy", "success"):
         key = EVAL_KEYS["eval" if entry.metric == "greedy" else "success"]
@@ -113,7 +128,7 @@ def score(entry: Entry, logdir: Path) -> dict:
     if entry.metric == "bsuite":
         best = curve[-1][1] if curve else None  # bsuite judges the end of training
     reached = None if entry.target is None else next(
-        (step for step, value in curve if value >= entry.target), None)
+        (step for step, value in curve if value >= entry.target and step > after), None)
     logged = read_jsonl(logdir / "metrics.jsonl")
     steps = max([episodes[-1]["step"] if episodes else 0] + [r["step"] for r in logged[-1:]])
     return {"score": best, "steps_at_target": reached, "curve": curve, "env_steps": steps,
@@ -158,12 +173,46 @@ def supersede(out: Path, runs: Path, label: str, record: dict) -> str:
     return name
 
 
+def confirmable(entry: Entry) -> bool:
+    """Whether the entry's target is judged on greedy evaluations (confirmed on more episodes)."""
+    return entry.target is not None and entry.metric in ("greedy", "success")
+
+
+def confirm(entry: Entry, logdir: Path, out: Path, label: str, episodes: int = CONFIRM_EPISODES) -> dict:
+    """Greedy evaluation of the run's newest checkpoint on `episodes` fresh episodes
+    (benchmarks/evaluate.py, recorded as <out>/<label>_confirm_<step>.json). Returns
+    {"step", "episodes", "value", "low_95", "high_95", "met"}; value: the mean score
+    (metric "greedy") or the success rate ("success"). Raises RuntimeError when it fails."""
+    stem = out / "confirm" / f"{label}_confirm"
+    command = [sys.executable, str(ROOT / "benchmarks" / "evaluate.py"), str(logdir), "--episodes", str(episodes),
+               "--out", str(stem)]
+    environ = dict(os.environ, **({"JAX_PLATFORMS": "cpu"} if "cpu" in entry.presets else {}))
+    done = subprocess.run(command, cwd=ROOT, env=environ, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmarks/evaluate.py {logdir} exited {done.returncode}: {done.stderr[-1500:]}")
+    record = json.loads(stem.with_suffix(".json").read_text())
+    step = record["checkpoint_env_step"]
+    final = stem.with_name(f"{label}_confirm_{step}")
+    for suffix in (".json", ".csv"):
+        os.replace(stem.with_suffix(suffix), final.with_suffix(suffix))
+    name = "score" if entry.metric == "greedy" else "success"
+    row = next((r for r in record["metrics"] if r["metric"] == name), None)
+    if row is None:
+        raise RuntimeError(f"benchmarks/evaluate.py {logdir} reported no {name!r}: {record['metrics']}")
+    result = {"step": step, "episodes": episodes, "value": row["value"],
+              "low_95": row.get("low_95"), "high_95": row.get("high_95"), "met": row["value"] >= entry.target}
+    print(f"  {label}: confirmation at {step:,} env steps: {name} {row['value']:.3f} over {episodes} greedy "
+          f"episodes ({'meets' if result['met'] else 'below'} the target {entry.target})", flush=True)
+    return result
+
+
 def entry_record(entry: Entry, seed: int, result: dict, elapsed: float, stopped: str, finished: bool,
-                 command: str, stderr: str = "", digest: str | None = None) -> dict:
-    """The JSON record of an entry: its score so far, wall time, how it stopped."""
+                 command: str, stderr: str = "", digest: str | None = None, confirmations=None) -> dict:
+    """The JSON record of an entry: its score so far, wall time, how it stopped, and the
+    confirmations of its evaluations at the target (greedy metrics; None before they existed)."""
     return {"entry": entry.name, "seed": seed, "task": entry.task, "presets": list(entry.presets),
             "metric": METRICS[entry.metric], "target": entry.target, "chance": entry.chance,
-            "published": entry.published, **result, "wall_seconds": round(elapsed, 1),
+            "published": entry.published, **result, "confirmations": confirmations, "wall_seconds": round(elapsed, 1),
             "budget_minutes": entry.minutes, "stopped": stopped, "finished": finished,
             "train_command": command, "config_digest": digest, "stderr_tail": stderr[-1500:],
             **run_metadata(["date", "cpus", "machine"])}
@@ -182,9 +231,15 @@ def seconds_to_continue(record: dict, logdir: Path, label: str) -> float:
     return spent
 
 
+def has_checkpoint(logdir: Path) -> bool:
+    ckpt = logdir / "ckpt"
+    return ckpt.is_dir() and any(ckpt.iterdir())
+
+
 def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float, rerun: bool = False) -> dict:
-    """Trains one entry until its target, its budget or an interruption (re-raised after the
-    record is written: Interrupted or KeyboardInterrupt). `rerun`: start over even if finished."""
+    """Trains one entry until its (confirmed) target, its budget or an interruption (re-raised
+    after the record is written: Interrupted or KeyboardInterrupt). `rerun`: start over even if
+    finished."""
     label = entry.name if seed == 0 else f"{entry.name}_seed{seed}"
     record_path = out / f"{label}.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
@@ -197,53 +252,96 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float, rerun
         name = supersede(out, runs, label, record)
         print(f"{label}: {why}; its record and run moved to superseded/{name}, starting over", flush=True)
         record = {}
+    logdir = runs / label
+    confirmations = record.get("confirmations")
+    pending = False  # confirm the checkpoint before training further
+    if (record.get("finished") and confirmations is None and confirmable(entry)
+            and record.get("steps_at_target") is not None):
+        if has_checkpoint(logdir):
+            print(f"{label}: met its target in one evaluation at {record['steps_at_target']:,} env steps, "
+                  "before confirmations; confirming it", flush=True)
+            record, pending = {**record, "finished": False}, True
+        else:
+            print(f"{label}: met its target in one evaluation, but {logdir} holds no checkpoint to "
+                  "confirm it on more episodes", flush=True)
     if record.get("finished"):
         print(f"{label}: finished earlier ({record['stopped']}), skipped", flush=True)
         return record
-    logdir = runs / label
+    confirmations = list(confirmations or []) if confirmable(entry) else None
     spent = seconds_to_continue(record, logdir, label)
     print(f"{label}: {'continuing' if spent else 'starting'} ({spent / 60:.1f} of {entry.minutes:g} min used)",
           flush=True)
-    start = time.time()
-    command, process = start_training(entry.presets, entry.task, logdir, ("--seed", str(seed), *entry.args))
-    stopped, interrupted = "budget", None
-    try:
-        while process.poll() is None:
-            time.sleep(poll)
-            now = score(entry, logdir)
-            elapsed = spent + time.time() - start
-            print(f"  {label}: {elapsed / 60:5.1f} min, {now['env_steps']:8d} env steps, "
-                  f"{METRICS[entry.metric]} {'-' if now['score'] is None else format(now['score'], '.3f')}", flush=True)
-            # Kept up to date, so that a kill at any moment loses no more than one poll of minutes.
-            write_record(out / label, entry_record(entry, seed, now, elapsed, "running", False, command,
-                                                   digest=digest), quiet=True)
-            if now["steps_at_target"] is not None:
+    budget, start = entry.minutes * 60, time.time()
+    # The suite stops a greedy entry itself (on a confirmed target), so train.py's own rule
+    # (solved_evals evaluations in a row) must not end it after a confirmation falls short.
+    extra = ("--run.solved_evals", "0") if confirmable(entry) else ()
+    command, stopped, interrupted, failed, stderr = record.get("train_command", ""), "budget", None, False, ""
+    after = max((c["step"] for c in confirmations or ()), default=-1)
+
+    def current(result: dict) -> dict:
+        """score() with steps_at_target at the first confirmed step (greedy metrics)."""
+        if confirmations is not None:
+            result = {**result, "steps_at_target": next((c["step"] for c in confirmations if c["met"]), None)}
+        return result
+
+    while True:
+        if pending:
+            pending = False
+            try:
+                confirmations.append(confirm(entry, logdir, out, label))
+            except RuntimeError as error:
+                failed, stopped, stderr = True, "confirmation failed", str(error)
+                break
+            after = confirmations[-1]["step"]
+            if confirmations[-1]["met"]:
                 stopped = "target reached"
                 break
-            if elapsed >= entry.minutes * 60:
-                break
-    except (Interrupted, KeyboardInterrupt) as error:
-        interrupted = error
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the save short
-    finally:
-        if process.poll() is None:
-            process.terminate()  # SIGTERM: train.py saves and exits
-            process.wait(timeout=600)
-    stderr = process.stderr.read() if process.stderr else ""
+        if spent + time.time() - start >= budget:
+            stopped = "budget"
+            break
+        command, process = start_training(entry.presets, entry.task, logdir,
+                                          ("--seed", str(seed), *entry.args, *extra))
+        try:
+            while process.poll() is None:
+                time.sleep(poll)
+                now = score(entry, logdir, after)
+                elapsed = spent + time.time() - start
+                print(f"  {label}: {elapsed / 60:5.1f} min, {now['env_steps']:8d} env steps, "
+                      f"{METRICS[entry.metric]} {'-' if now['score'] is None else format(now['score'], '.3f')}",
+                      flush=True)
+                # Kept up to date, so that a kill at any moment loses no more than one poll of minutes.
+                write_record(out / label, entry_record(entry, seed, current(now), elapsed, "running", False, command,
+                                                       digest=digest, confirmations=confirmations), quiet=True)
+                if now["steps_at_target"] is not None or elapsed >= budget:
+                    break
+        except (Interrupted, KeyboardInterrupt) as error:
+            interrupted = error
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the save short
+        finally:
+            if process.poll() is None:
+                process.terminate()  # SIGTERM: train.py saves and exits
+                process.wait(timeout=600)
+        stderr = process.stderr.read() if process.stderr else ""
+        if process.returncode not in (0, -15):
+            failed, stopped = True, f"train.py exited {process.returncode}"
+            break
+        if interrupted is not None:
+            stopped = "interrupted"
+            break
+        reached = score(entry, logdir, after)["steps_at_target"] is not None
+        if reached and confirmations is not None:
+            pending = True  # confirm it, then train on unless it holds
+            continue
+        if reached:
+            stopped = "target reached"
+        elif spent + time.time() - start < budget:
+            stopped = "train.py ended by itself (run.steps spent or its own target)"
+        break
     elapsed = spent + time.time() - start
-    result = score(entry, logdir)
-    failed = process.returncode not in (0, -15)
-    if failed:
-        stopped = f"train.py exited {process.returncode}"
-    elif interrupted is not None:
-        stopped = "interrupted"
-    elif result["steps_at_target"] is not None:
-        stopped = "target reached"
-    elif elapsed < entry.minutes * 60:
-        stopped = "train.py ended by itself (run.steps spent or its own target)"
-    finished = not failed and interrupted is None and (stopped != "budget" or elapsed >= entry.minutes * 60)
+    result = current(score(entry, logdir))
+    finished = not failed and interrupted is None and (stopped != "budget" or elapsed >= budget)
     record = entry_record(entry, seed, result, elapsed, stopped, finished, command, stderr if failed else "",
-                          digest=digest)
+                          digest=digest, confirmations=confirmations)
     write_record(out / label, record)
     if result["episodes"]:
         from recall2imagine.plot import plot_runs
@@ -253,6 +351,23 @@ def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float, rerun
         print(f"{label}: interrupted after {elapsed / 60:.1f} min; rerun the same command to continue", flush=True)
         raise interrupted
     return record
+
+
+def met_column(r: dict) -> str:
+    """The scoreboard's "met" cell of a record: greedy targets say how they were confirmed."""
+    if r["target"] is None:
+        return "no target"
+    confirmations = r.get("confirmations")
+    greedy = r["metric"] in (METRICS["greedy"], METRICS["success"])
+    if greedy and confirmations is None and r["steps_at_target"] is not None:
+        return "yes, in one evaluation (10 episodes; not confirmed on more)"
+    met = "yes" if r["steps_at_target"] is not None else ("no" if r["finished"] else "not yet (unfinished)")
+    if confirmations:
+        shown = next((c for c in confirmations if c["met"]), None) or max(confirmations, key=lambda c: c["value"])
+        met += (f" ({'confirmed' if shown['met'] else 'best confirmation'}: {shown['value']:.3f} over "
+                f"{shown['episodes']} greedy episodes at {shown['step']:,} env steps"
+                + (f", {len(confirmations)} tried" if len(confirmations) > 1 else "") + ")")
+    return met
 
 
 def scoreboard(out: Path, path: Path) -> None:
@@ -272,10 +387,7 @@ def scoreboard(out: Path, path: Path) -> None:
         # Published numbers and chance levels are facts about the task: the entry's current ones.
         entry = entries.get(r["entry"])
         published, chance = (entry.published, entry.chance) if entry else (r["published"], r["chance"])
-        if r["target"] is None:
-            met = "no target"
-        else:
-            met = "yes" if r["steps_at_target"] is not None else ("no" if r["finished"] else "not yet (unfinished)")
+        met = met_column(r)
         if r.get("config_digest") and r["entry"] in entries:
             try:
                 now = config_digest(entries[r["entry"]], r["seed"], presets=r["presets"])

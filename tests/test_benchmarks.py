@@ -3,6 +3,7 @@
 import json
 from dataclasses import replace
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -398,6 +399,78 @@ def test_suite_starts_over_an_entry_whose_presets_changed_and_keeps_the_old_reco
     assert "presets changed since" not in rows[0] and "presets changed since: rerun" in rows[1]
     # Published numbers and chance levels come from the entry as it is now, not the old record.
     assert all(row.endswith(f"| {entry.published} | {entry.chance} |") for row in rows)
+
+
+def test_wilson_interval_brackets_the_rate_and_narrows_with_more_episodes():
+    from benchmarks.evaluate import wilson_interval
+
+    low, high = wilson_interval(0.5, 100)
+    assert abs(low - 0.4038) < 1e-3 and abs(high - 0.5962) < 1e-3
+    assert wilson_interval(0.9, 10)[0] < 0.6 < wilson_interval(0.9, 1000)[0]
+    assert wilson_interval(1.0, 20)[1] == 1.0 and wilson_interval(0.0, 20)[0] == 0.0
+    with pytest.raises(ValueError):
+        wilson_interval(0.5, 0)
+
+
+def test_suite_confirms_an_evaluation_at_the_target_and_trains_on_when_it_falls_short(tmp_path, monkeypatch, capsys):
+    import benchmarks.suite as suite
+
+    entry = replace(next(e for e in suite.CPU_SUITE if e.name == "keytodoor_30"), minutes=5)
+    out, runs = tmp_path / "suite", tmp_path / "runs"
+    out.mkdir()
+    logdir = runs / "keytodoor_30"
+    started, confirmed = [], []
+    # Each train.py segment logs one evaluation at the target (10 episodes) and ends.
+    evals = iter([(1000, 0.9), (2000, 1.0)])
+
+    def fake_training(presets, task, logdir, extra=()):
+        started.append(list(extra))
+        logged = next(evals, None)  # None: a segment that ends with no evaluation
+        (logdir / "ckpt" / "1").mkdir(parents=True, exist_ok=True)
+        with open(logdir / "metrics.jsonl", "a") as f:
+            if logged is not None:
+                f.write(json.dumps({"step": logged[0], "eval/episode/success": logged[1]}) + "\n")
+        return "train.py", subprocess.Popen([sys.executable, "-c", "pass"], stderr=subprocess.PIPE, text=True)
+
+    # On more episodes the first checkpoint succeeds 55% of the time, the second 93%.
+    results = iter([0.55, 0.93])
+
+    def fake_confirm(entry, logdir, out, label, episodes=suite.CONFIRM_EPISODES):
+        steps = [json.loads(line)["step"] for line in (logdir / "metrics.jsonl").read_text().splitlines()]
+        confirmed.append(steps[-1])
+        value = next(results)
+        return {"step": steps[-1] + 8, "episodes": episodes, "value": value, "low_95": value - 0.1,
+                "high_95": value + 0.05, "met": value >= entry.target}
+
+    monkeypatch.setattr(suite, "start_training", fake_training)
+    monkeypatch.setattr(suite, "confirm", fake_confirm)
+    record = suite.run_entry(entry, 0, runs, out, poll=0.01)
+    # The 0.9 at 1000 was confirmed at 0.55, so training went on; the next one held.
+    assert confirmed == [1000, 2000] and len(started) == 2
+    assert all(extra[-2:] == ["--run.solved_evals", "0"] for extra in started)
+    assert record["finished"] and record["stopped"] == "target reached" and record["steps_at_target"] == 2008
+    assert [c["value"] for c in record["confirmations"]] == [0.55, 0.93]
+    assert suite.met_column(record) == ("yes (confirmed: 0.930 over 100 greedy episodes at 2,008 env steps, "
+                                        "2 tried)")
+    # A record that met its target in one evaluation before confirmations existed is confirmed
+    # when run again; below the target it trains on within its budget.
+    legacy = {**record, "confirmations": None, "steps_at_target": 2000, "wall_seconds": 60.0}
+    del legacy["confirmations"]
+    assert suite.met_column(legacy) == "yes, in one evaluation (10 episodes; not confirmed on more)"
+    (out / "keytodoor_30.json").write_text(json.dumps(legacy))
+    results, evals = iter([0.6, 0.7]), iter([(3000, 0.9)])
+    capsys.readouterr()
+    record = suite.run_entry(entry, 0, runs, out, poll=0.01)
+    said = capsys.readouterr().out
+    assert "met its target in one evaluation at 2,000 env steps, before confirmations; confirming it" in said
+    assert [c["value"] for c in record["confirmations"]] == [0.6, 0.7] and record["steps_at_target"] is None
+    assert record["finished"] and record["stopped"].startswith("train.py ended by itself")
+    assert suite.met_column(record).startswith("no (best confirmation: 0.700 over 100 greedy episodes at 3,008")
+    # Without the run directory's checkpoint an old record cannot be confirmed: it stays as it was.
+    shutil.rmtree(runs)
+    (out / "keytodoor_30.json").write_text(json.dumps(legacy))
+    assert suite.run_entry(entry, 0, runs, out, poll=0.01) == json.loads(json.dumps(legacy))
+    assert "holds no checkpoint to confirm it" in capsys.readouterr().out
 
 
 def test_popgym_levels_finds_count_recalls_step_count_level_and_none_where_only_a_suit_is_guessed(tmp_path):

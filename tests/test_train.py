@@ -166,6 +166,18 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path):
     assert all(0.0 <= row["success"] <= 1.0 and row["episodes"] == 1 for row in record["maps"])
     assert 1 <= sum(row["trained_on"] for row in record["maps"]) <= record["training_instances"]
     assert record["checkpoint_env_step"] > 0
+    # The suite confirms an evaluation at the target on more episodes of the checkpoint
+    # (benchmarks/evaluate.py): a success rate with its 95% interval, recorded by its step.
+    from benchmarks import suite
+    entry = suite.Entry("vm", "visualmatch_2", ("debug",), 1, "success", 0.0, "1/3", "none")
+    confirmation = suite.confirm(entry, tmp_path, tmp_path / "out", "vm", episodes=4)
+    step = record["checkpoint_env_step"]
+    assert confirmation["step"] == step and confirmation["episodes"] == 4 and confirmation["met"]
+    assert confirmation["low_95"] <= confirmation["value"] <= confirmation["high_95"]
+    assert confirmation["value"] * 4 == round(confirmation["value"] * 4)  # a fraction of 4 episodes
+    evaluated = json.loads((tmp_path / "out" / "confirm" / f"vm_confirm_{step}.json").read_text())
+    assert evaluated["task"] == "visualmatch_2" and {r["metric"] for r in evaluated["metrics"]} >= {
+        "score", "length", "success"}
 
 
 def test_a_popgym_debug_run_trains_and_logs_episodes(tmp_path):

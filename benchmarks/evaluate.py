@@ -1,0 +1,94 @@
+"""Greedy evaluation of a run's newest checkpoint on many fresh episodes, with 95% intervals.
+
+Training evaluates every `run.eval_every` env steps on `run.eval_eps` episodes (10 in the
+memory presets): a success rate of 0.9 in one such evaluation is also what a policy that
+succeeds 70% of the time scores now and then (in 15% of evaluations). This script plays
+`--episodes` greedy episodes of the run's task from its newest checkpoint, one on each of
+as many fresh env instances (seeded from `--seed`, away from the seeds training and its
+evaluations use), and reports the mean score and each outcome rate (`success`,
+`key_taken`, ...) with its Wilson 95% interval.
+
+    python benchmarks/evaluate.py benchmarks/runs/suite/keytodoor_30 --episodes 200
+
+Writes benchmarks/results/evaluate_<run name>.json and .csv (or --out), with the
+checkpoint's env step and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS, run_metadata, write_record  # noqa: E402
+
+FIRST_SEED = 70_000  # above training's seed + i and its evaluations' seed + 10,000 + episodes
+
+
+def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate observed over n episodes."""
+    if n < 1:
+        raise ValueError(f"an interval needs at least one episode, got n={n}")
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a run directory that training wrote (config.yaml, ckpt/)")
+    parser.add_argument("--episodes", type=int, default=100, help="greedy episodes, one per fresh env instance")
+    parser.add_argument("--seed", type=int, default=FIRST_SEED, help="seed of the first instance")
+    parser.add_argument("--out", type=Path, default=None, help="output stem (default results/evaluate_<run>)")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f"--episodes must be at least 1, got {args.episodes}")
+    for needed in ("config.yaml", "ckpt"):
+        if not (args.run / needed).exists():
+            parser.error(f"{args.run / needed} does not exist: give a run directory that training wrote")
+
+    from env_wrappers import make_vector
+    from recall2imagine.agent import Agent
+    from recall2imagine.checkpoint import Checkpointer
+    from recall2imagine.config import Config
+    from recall2imagine.run import env_kwargs, evaluate, setup_jax
+
+    config = Config.load(args.run / "config.yaml")
+    setup_jax(config)
+    env = make_vector(config.task, 1, seed=config.seed, **env_kwargs(config))
+    agent = Agent(env.obs_space, env.act_space, config)
+    env.close()
+    checkpoints = Checkpointer(args.run / "ckpt")
+    try:
+        restored = checkpoints.restore(agent.init(config.seed))
+    finally:
+        checkpoints.close()
+    if restored is None:
+        parser.error(f"{args.run / 'ckpt'} holds no checkpoint yet")
+    state, counters, _ = restored
+
+    scores = evaluate(agent, state, config, args.episodes, seed=args.seed)
+    rows = []
+    for name, value in scores.items():
+        row = {"metric": name.removeprefix("eval/episode/"), "value": round(value, 4), "episodes": args.episodes}
+        if row["metric"] not in ("score", "length"):  # outcome rates: fractions of episodes
+            low, high = wilson_interval(value, args.episodes)
+            row.update(low_95=round(low, 4), high_95=round(high, 4))
+        rows.append(row)
+        interval = f"  (95%: {row['low_95']:.2f}-{row['high_95']:.2f})" if "low_95" in row else ""
+        print(f"{row['metric']:12s} {row['value']:8.3f}{interval}", flush=True)
+    record = {"run": str(args.run), "task": config.task, "checkpoint_env_step": counters["step"],
+              "episodes": args.episodes, "first_instance_seed": args.seed, "metrics": rows,
+              **run_metadata(["command", "date"], argv=["benchmarks/evaluate.py",
+                                                        *(sys.argv[1:] if argv is None else argv)])}
+    print(f"{config.task} at env step {counters['step']:,}, {args.episodes} greedy episodes")
+    write_record(args.out or RESULTS / f"evaluate_{args.run.name}", record, rows,
+                 columns=["metric", "value", "low_95", "high_95", "episodes"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
