@@ -37,6 +37,34 @@ def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def restore_run(run: Path):
+    """(config, agent, state, counters) of a run directory's newest checkpoint, with JAX set
+    up as the run's config says. Raises ValueError naming what is missing."""
+    for needed in ("config.yaml", "ckpt"):
+        if not (run / needed).exists():
+            raise ValueError(f"{run / needed} does not exist: give a run directory that training wrote")
+    from env_wrappers import make_vector
+    from recall2imagine.agent import Agent
+    from recall2imagine.checkpoint import Checkpointer
+    from recall2imagine.config import Config
+    from recall2imagine.run import env_kwargs, setup_jax
+
+    config = Config.load(run / "config.yaml")
+    setup_jax(config)
+    env = make_vector(config.task, 1, seed=config.seed, **env_kwargs(config))
+    agent = Agent(env.obs_space, env.act_space, config)
+    env.close()
+    checkpoints = Checkpointer(run / "ckpt")
+    try:
+        restored = checkpoints.restore(agent.init(config.seed))
+    finally:
+        checkpoints.close()
+    if restored is None:
+        raise ValueError(f"{run / 'ckpt'} holds no checkpoint yet")
+    state, counters, _ = restored
+    return config, agent, state, counters
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a run directory that training wrote (config.yaml, ckpt/)")
@@ -46,29 +74,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"--episodes must be at least 1, got {args.episodes}")
-    for needed in ("config.yaml", "ckpt"):
-        if not (args.run / needed).exists():
-            parser.error(f"{args.run / needed} does not exist: give a run directory that training wrote")
-
-    from env_wrappers import make_vector
-    from recall2imagine.agent import Agent
-    from recall2imagine.checkpoint import Checkpointer
-    from recall2imagine.config import Config
-    from recall2imagine.run import env_kwargs, evaluate, setup_jax
-
-    config = Config.load(args.run / "config.yaml")
-    setup_jax(config)
-    env = make_vector(config.task, 1, seed=config.seed, **env_kwargs(config))
-    agent = Agent(env.obs_space, env.act_space, config)
-    env.close()
-    checkpoints = Checkpointer(args.run / "ckpt")
     try:
-        restored = checkpoints.restore(agent.init(config.seed))
-    finally:
-        checkpoints.close()
-    if restored is None:
-        parser.error(f"{args.run / 'ckpt'} holds no checkpoint yet")
-    state, counters, _ = restored
+        config, agent, state, counters = restore_run(args.run)
+    except ValueError as error:
+        parser.error(str(error))
+    from recall2imagine.run import evaluate
 
     scores = evaluate(agent, state, config, args.episodes, seed=args.seed)
     rows = []

@@ -67,32 +67,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"--episodes must be at least 1, got {args.episodes}")
-    for needed in ("config.yaml", "ckpt"):
-        if not (args.run / needed).exists():
-            parser.error(f"{args.run / needed} does not exist: give a run directory that training wrote")
-
-    from env_wrappers import make_vector
-    from recall2imagine.agent import Agent
-    from recall2imagine.checkpoint import Checkpointer
+    from benchmarks.evaluate import restore_run
     from recall2imagine.config import Config
-    from recall2imagine.run import env_kwargs, evaluate, setup_jax
+    from recall2imagine.run import env_kwargs, evaluate
 
-    config = Config.load(args.run / "config.yaml")
-    if not config.task.startswith("visualmatch_"):
-        parser.error(f"{args.run} trained task {config.task!r}; this script reads visualmatch_<L> runs")
-    setup_jax(config)
-    kwargs = env_kwargs(config)
-    env = make_vector(config.task, 1, seed=config.seed, **kwargs)
-    agent = Agent(env.obs_space, env.act_space, config)
-    env.close()
-    checkpoints = Checkpointer(args.run / "ckpt")
+    task = Config.load(args.run / "config.yaml").task if (args.run / "config.yaml").exists() else None
+    if task is not None and not task.startswith("visualmatch_"):
+        parser.error(f"{args.run} trained task {task!r}; this script reads visualmatch_<L> runs")
     try:
-        restored = checkpoints.restore(agent.init(config.seed))
-    finally:
-        checkpoints.close()
-    if restored is None:
-        parser.error(f"{args.run / 'ckpt'} holds no checkpoint yet")
-    state, counters, _ = restored
+        config, agent, state, counters = restore_run(args.run)
+    except ValueError as error:
+        parser.error(str(error))
+    kwargs = env_kwargs(config)
 
     trained = {instance_map(config.task, config.seed + i, **kwargs) for i in range(config.envs.amount)}
     rows = []

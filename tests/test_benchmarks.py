@@ -473,6 +473,41 @@ def test_suite_confirms_an_evaluation_at_the_target_and_trains_on_when_it_falls_
     assert "holds no checkpoint to confirm it" in capsys.readouterr().out
 
 
+def test_keytodoor_cells_tells_a_fixed_route_from_where_the_key_lies():
+    """A policy that always walks north takes the key only when it starts below the gap in
+    the key's column: the script's per-cell rates and its fixed-route share must say so."""
+    import numpy as np
+
+    from benchmarks.keytodoor_cells import play, summarise
+    from recall2imagine.config import build_config
+
+    class North:
+        def initial_carry(self, n):
+            return None
+
+        def policy(self, state, carry, inputs, key, mode):
+            assert mode == "eval" and inputs["is_first"].shape == (1,)
+            return np.eye(4, dtype=np.float32)[[0]], carry
+
+        def env_action(self, action):
+            return action.argmax(-1)
+
+    config = build_config(["cpu", "keytodoor"], {"task": "keytodoor_2"})
+    episodes = [play(North(), None, config, seed) for seed in range(40)]
+    for e in episodes:
+        under_gap = 4 <= e["start"][1] <= 6  # the middle wall's gap: columns 4-6
+        assert e["taken"] == (under_gap and e["key"][1] == e["start"][1])
+        assert e["success"] == e["taken"] and len(e["moves"]) == 15 and set(e["moves"]) == {0}
+        assert e["end"] == ((1, e["start"][1]) if under_gap else (4, e["start"][1]))
+        assert (e["step_taken"] is not None) == e["taken"]
+    summary = summarise(episodes)
+    assert summary["on_the_start_cells_route"] == 1.0
+    assert summary["key_taken"] == round(np.mean([e["taken"] for e in episodes]), 4)
+    outer = [row for row in summary["key_cells"] if row["key"].endswith((",3", ",7"))]
+    assert outer and all(row["key_taken"] == 0.0 for row in outer)
+    assert sum(row["episodes"] for row in summary["start_cells"]) == 40
+
+
 def test_popgym_levels_finds_count_recalls_step_count_level_and_none_where_only_a_suit_is_guessed(tmp_path):
     from benchmarks.popgym_levels import main
 
