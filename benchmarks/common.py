@@ -171,6 +171,11 @@ def read_jsonl(path) -> list[dict]:
     return records
 
 
+def script_environ(configs) -> dict:
+    """The environment of a script run for presets `configs`: CPU-only JAX when `cpu` is among them."""
+    return dict(os.environ, **({"JAX_PLATFORMS": "cpu"} if "cpu" in configs else {}))
+
+
 def start_training(configs, task: str, logdir, extra=()):
     """Starts train.py on `task` with presets `configs` in `logdir` (CPU-only JAX when `cpu` is
     among the presets). Returns (the command as recorded: repository-relative, without the
@@ -178,8 +183,7 @@ def start_training(configs, task: str, logdir, extra=()):
     root = RESULTS.parents[1]
     command = [sys.executable, str(root / "recall2imagine" / "train.py"), "--configs", *configs,
                "--task", task, "--logdir", str(logdir), *extra]
-    environ = dict(os.environ, **({"JAX_PLATFORMS": "cpu"} if "cpu" in configs else {}))
-    process = subprocess.Popen(command, cwd=root, env=environ, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(command, cwd=root, env=script_environ(configs), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     return " ".join(command[1:]).replace(str(root) + "/", ""), process
 

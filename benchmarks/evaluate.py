@@ -37,9 +37,10 @@ def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def restore_run(run: Path):
+def restore_run(run: Path, task_prefix: str = ""):
     """(config, agent, state, counters) of a run directory's newest checkpoint, with JAX set
-    up as the run's config says. Raises ValueError naming what is missing."""
+    up as the run's config says. Raises ValueError naming what is missing, or the run's task
+    when it does not start with `task_prefix` (a script that reads one task's runs)."""
     for needed in ("config.yaml", "ckpt"):
         if not (run / needed).exists():
             raise ValueError(f"{run / needed} does not exist: give a run directory that training wrote")
@@ -50,6 +51,8 @@ def restore_run(run: Path):
     from recall2imagine.run import env_kwargs, setup_jax
 
     config = Config.load(run / "config.yaml")
+    if not config.task.startswith(task_prefix):
+        raise ValueError(f"{run} trained task {config.task!r}; this script reads {task_prefix}<L> runs")
     setup_jax(config)
     env = make_vector(config.task, 1, seed=config.seed, **env_kwargs(config))
     agent = Agent(env.obs_space, env.act_space, config)

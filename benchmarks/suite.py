@@ -51,7 +51,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import EVAL_KEYS, RESULTS, Interrupted, raise_interrupted, read_jsonl, run_metadata, start_training, utc_now, write_record  # noqa: E402
+from benchmarks.common import EVAL_KEYS, RESULTS, Interrupted, raise_interrupted, read_jsonl, run_metadata, script_environ, start_training, utc_now, write_record  # noqa: E402
 from recall2imagine.config import ConfigError, build_config, parse_cli, validate  # noqa: E402
 
 METRICS = {
@@ -186,8 +186,7 @@ def confirm(entry: Entry, logdir: Path, out: Path, label: str, episodes: int = C
     stem = out / "confirm" / f"{label}_confirm"
     command = [sys.executable, str(ROOT / "benchmarks" / "evaluate.py"), str(logdir), "--episodes", str(episodes),
                "--out", str(stem)]
-    environ = dict(os.environ, **({"JAX_PLATFORMS": "cpu"} if "cpu" in entry.presets else {}))
-    done = subprocess.run(command, cwd=ROOT, env=environ, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, env=script_environ(entry.presets), capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"benchmarks/evaluate.py {logdir} exited {done.returncode}: {done.stderr[-1500:]}")
     record = json.loads(stem.with_suffix(".json").read_text())
@@ -218,22 +217,22 @@ def entry_record(entry: Entry, seed: int, result: dict, elapsed: float, stopped:
             **run_metadata(["date", "cpus", "machine"])}
 
 
+def has_checkpoint(logdir: Path) -> bool:
+    """Whether a run directory holds a checkpoint that train.py would continue from."""
+    ckpt = logdir / "ckpt"
+    return ckpt.is_dir() and any(ckpt.iterdir())
+
+
 def seconds_to_continue(record: dict, logdir: Path, label: str) -> float:
     """Wall seconds an unfinished entry already spent, or 0 when its run directory holds no
     checkpoint to continue from (a fresh clone keeps the records but not the runs): train.py
     would start over, so the budget starts over too."""
     spent = record.get("wall_seconds", 0.0)
-    ckpt = logdir / "ckpt"
-    if spent and not (ckpt.is_dir() and any(ckpt.iterdir())):
+    if spent and not has_checkpoint(logdir):
         print(f"{label}: its record has {spent / 60:.1f} min but {logdir} holds no checkpoint to continue "
               "from; starting over with the whole budget", flush=True)
         return 0.0
     return spent
-
-
-def has_checkpoint(logdir: Path) -> bool:
-    ckpt = logdir / "ckpt"
-    return ckpt.is_dir() and any(ckpt.iterdir())
 
 
 def run_entry(entry: Entry, seed: int, runs: Path, out: Path, poll: float, rerun: bool = False) -> dict:

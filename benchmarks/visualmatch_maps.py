@@ -68,14 +68,10 @@ def main(argv=None) -> int:
     if args.episodes < 1:
         parser.error(f"--episodes must be at least 1, got {args.episodes}")
     from benchmarks.evaluate import restore_run
-    from recall2imagine.config import Config
     from recall2imagine.run import env_kwargs, evaluate
 
-    task = Config.load(args.run / "config.yaml").task if (args.run / "config.yaml").exists() else None
-    if task is not None and not task.startswith("visualmatch_"):
-        parser.error(f"{args.run} trained task {task!r}; this script reads visualmatch_<L> runs")
     try:
-        config, agent, state, counters = restore_run(args.run)
+        config, agent, state, counters = restore_run(args.run, task_prefix="visualmatch_")
     except ValueError as error:
         parser.error(str(error))
     kwargs = env_kwargs(config)
