@@ -68,19 +68,35 @@ def restore_run(run: Path, task_prefix: str = ""):
     return config, agent, state, counters
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="a run directory that training wrote (config.yaml, ckpt/)")
-    parser.add_argument("--episodes", type=int, default=100, help="greedy episodes, one per fresh env instance")
-    parser.add_argument("--seed", type=int, default=FIRST_SEED, help="seed of the first instance")
-    parser.add_argument("--out", type=Path, default=None, help="output stem (default results/evaluate_<run>)")
+def run_parser(doc: str, run_help: str, episodes: int, episodes_help: str, out: str,
+               first_seed: int | None = FIRST_SEED) -> argparse.ArgumentParser:
+    """The arguments of a script that plays a run's checkpoint greedily: the run directory,
+    --episodes, --seed of the first fresh instance (default first_seed; none if None) and --out."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help=run_help)
+    parser.add_argument("--episodes", type=int, default=episodes, help=episodes_help)
+    if first_seed is not None:
+        parser.add_argument("--seed", type=int, default=first_seed, help="seed of the first instance")
+    parser.add_argument("--out", type=Path, default=None, help=f"output stem (default results/{out}_<run>)")
+    return parser
+
+
+def parse_and_restore(parser: argparse.ArgumentParser, argv=None, task_prefix: str = ""):
+    """(args, config, agent, state, counters): `run_parser`'s arguments checked and the run
+    restored (`restore_run`); a bad value or run exits with the parser's usage message."""
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"--episodes must be at least 1, got {args.episodes}")
     try:
-        config, agent, state, counters = restore_run(args.run)
+        return (args, *restore_run(args.run, task_prefix))
     except ValueError as error:
         parser.error(str(error))
+
+
+def main(argv=None) -> int:
+    parser = run_parser(__doc__, "a run directory that training wrote (config.yaml, ckpt/)", 100,
+                        "greedy episodes, one per fresh env instance", "evaluate")
+    args, config, agent, state, counters = parse_and_restore(parser, argv)
     from recall2imagine.run import evaluate
 
     scores = evaluate(agent, state, config, args.episodes, seed=args.seed)

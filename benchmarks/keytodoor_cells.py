@@ -18,7 +18,6 @@ key cell, the start cells and end cells in the JSON, with the checkpoint's env s
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import RESULTS, run_metadata, write_record  # noqa: E402
+from benchmarks.evaluate import parse_and_restore, run_parser  # noqa: E402
 
 FIRST_SEED = 90_000  # away from training's, its evaluations' and evaluate.py's instance seeds
 ROUTE_MOVES = 4  # moves compared between episodes: start row to the top area
@@ -97,20 +97,9 @@ def summarise(episodes: list) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="a Key-to-Door run directory (config.yaml, ckpt/)")
-    parser.add_argument("--episodes", type=int, default=200, help="greedy episodes, one per fresh instance")
-    parser.add_argument("--seed", type=int, default=FIRST_SEED, help="seed of the first instance")
-    parser.add_argument("--out", type=Path, default=None, help="output stem (default results/keytodoor_cells_<run>)")
-    args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error(f"--episodes must be at least 1, got {args.episodes}")
-    from benchmarks.evaluate import restore_run
-
-    try:
-        config, agent, state, counters = restore_run(args.run, task_prefix="keytodoor_")
-    except ValueError as error:
-        parser.error(str(error))
+    parser = run_parser(__doc__, "a Key-to-Door run directory (config.yaml, ckpt/)", 200,
+                        "greedy episodes, one per fresh instance", "keytodoor_cells", FIRST_SEED)
+    args, config, agent, state, counters = parse_and_restore(parser, argv, task_prefix="keytodoor_")
     episodes = [play(agent, state, config, args.seed + i) for i in range(args.episodes)]
     summary = summarise(episodes)
     for row in summary["key_cells"]:

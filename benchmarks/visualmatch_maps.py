@@ -15,7 +15,6 @@ checkpoint's env step and the command.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import RESULTS, run_metadata, write_record  # noqa: E402
+from benchmarks.evaluate import parse_and_restore, run_parser  # noqa: E402
 
 FIRST_SEED = 50_000  # instance seeds searched from here, away from training (seed + i) and evaluation ones
 
@@ -60,20 +60,10 @@ def seeds_per_map(task: str, **kwargs) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="a Visual Match run directory (config.yaml, ckpt/)")
-    parser.add_argument("--episodes", type=int, default=20, help="greedy episodes per map")
-    parser.add_argument("--out", type=Path, default=None, help="output stem (default results/visualmatch_maps_<run>)")
-    args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error(f"--episodes must be at least 1, got {args.episodes}")
-    from benchmarks.evaluate import restore_run
+    parser = run_parser(__doc__, "a Visual Match run directory (config.yaml, ckpt/)", 20,
+                        "greedy episodes per map", "visualmatch_maps", first_seed=None)
+    args, config, agent, state, counters = parse_and_restore(parser, argv, task_prefix="visualmatch_")
     from recall2imagine.run import env_kwargs, evaluate
-
-    try:
-        config, agent, state, counters = restore_run(args.run, task_prefix="visualmatch_")
-    except ValueError as error:
-        parser.error(str(error))
     kwargs = env_kwargs(config)
 
     trained = {instance_map(config.task, config.seed + i, **kwargs) for i in range(config.envs.amount)}
