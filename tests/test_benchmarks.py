@@ -538,3 +538,19 @@ def test_loop_speed_reads_the_steady_periods_of_a_run_and_refuses_a_run_too_shor
         loop_speed.loop_figures(metrics[1:2])
     with pytest.raises(SystemExit):
         loop_speed.parse_args(["--steps", "0"])
+
+
+def test_gc_time_times_every_collection_of_a_training_run(tmp_path):
+    from benchmarks.gc_time import main
+
+    assert main(["--presets", "debug", "--task", "tmaze_passive_5", "--steps", "100",
+                 "--out", str(tmp_path / "gc")]) == 0
+    record = json.loads((tmp_path / "gc.json").read_text())
+    rows = record["generations"]
+    assert [row["generation"] for row in rows] == [0, 1, 2]
+    assert rows[0]["collections"] > 0  # a run allocates far more than gen 0's threshold
+    assert record["gc_seconds"] == pytest.approx(sum(row["seconds"] for row in rows), abs=1e-3)
+    assert 0 < record["gc_seconds"] < record["wall_s"]
+    assert record["env_steps"] == 100 and "--run.steps 100" in record["train_command"]
+    with pytest.raises(SystemExit):
+        main(["--repo", str(tmp_path), "--out", str(tmp_path / "none")])
