@@ -80,6 +80,7 @@ OPTIONS = {
     "hcam.width": positive,
     "hcam.max_chunks": positive,
     "hcam.across_episodes": ANY,
+    "hcam.time_encoding": ANY,
 }
 # R2I writes `ssm.parallel: True` (parallel scan) or False (sequential scan).
 ALIASES = {"ssm.parallel": Alias("ssm.scan", {"true": "parallel", "false": "sequential"})}
@@ -114,5 +115,6 @@ def build_core(options, units: int, deter: int, hidden: int, initial: str, norm:
         h = options.hcam
         return HCAMCore(features=units, n_layers=h.n_layers, chunk=h.chunk, top_k=h.top_k,
                         heads=h.heads, width=h.width, max_chunks=h.max_chunks,
-                        across_episodes=h.across_episodes, dtype=dtype)
+                        across_episodes=h.across_episodes, time_encoding=h.time_encoding,
+                        dtype=dtype)
     return GRUCore(deter=deter, norm=norm, initial=initial, dtype=dtype)

@@ -5,6 +5,13 @@ n_t = LayerNorm(x_t) the block's normed input ("row") at episode step e:
 
   x <- x + local(n_t) + read(n_t);   x <- x + MLP(LayerNorm(x))
 
+With `time_encoding`, the first block's input is u_t + W tau(e): tau are sinusoidal
+features of the episode step e (`episode_time`) and W a learned projection that starts
+at zero. Without it nothing in the core tells e: the local path sees only offsets
+within C steps and a softmax read does not count chunks, so a task whose events come
+at fixed times (an episode that ends after L + 1 steps) cannot be timed. Imagined
+steps advance e too.
+
 - local: causal multi-head attention over the rows of steps t-C..t of the same
   episode (C = `chunk`), with a learned per-head bias for each offset 0..C. It covers
   the unfinished chunk, which the memory cannot see.
@@ -24,7 +31,8 @@ the query's episode (unless across_episodes) and fewer than M chunks were writte
 after it up to the query.
 
 State (a dict; one batch axis B; float rows in float32):
-  step (B,) int32: steps taken in the current episode (fill count = step % C)
+  step (B,) int32: steps taken in the current episode (fill count = step % C); imagined
+    steps (remember=False) advance it without writing anything
   slot (B,) int32: ring slot the next chunk goes to
   valid (B, M) bool: ring slots holding a readable chunk
   window_valid (B, C) bool: which of the last C rows are in the current episode
@@ -52,6 +60,17 @@ NEG = -jnp.inf
 
 
 # ------------------------------------------------------------------------ maths
+
+
+TIME_FEATURES = 32
+
+
+def episode_time(step, dim=TIME_FEATURES):
+    """Sinusoidal features (..., dim) of integer episode steps (...): periods from
+    2 pi to 2 pi 1e4 steps, geometrically spaced."""
+    freqs = jnp.exp(-math.log(1e4) * jnp.arange(dim // 2) / (dim // 2))
+    angle = jnp.asarray(step).astype(jnp.float32)[..., None] * freqs
+    return jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], -1)
 
 
 def sinusoid(length, dim):
@@ -405,7 +424,9 @@ class HCAMCore(nn.Module):
 
     Fields: n_layers blocks; chunk C; top_k (0: every visible chunk); heads; width F
     (attention feature size, divisible by heads); max_chunks M (ring slots per layer);
-    across_episodes keeps completed chunks across resets; dtype of the projections.
+    across_episodes keeps completed chunks across resets; time_encoding adds a learned
+    projection of the episode step's sinusoidal features to the input; dtype of the
+    projections.
     """
 
     features: int
@@ -416,9 +437,14 @@ class HCAMCore(nn.Module):
     width: int = 128
     max_chunks: int = 64
     across_episodes: bool = False
+    time_encoding: bool = True
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
+        if self.time_encoding:
+            # Zero at initialisation: the core starts as it would without the clock.
+            self.clock = nn.Dense(self.features, use_bias=False, dtype=self.dtype,
+                                  kernel_init=nn.initializers.zeros)
         self.blocks = [HCAMBlock(features=self.features, chunk=self.chunk, top_k=self.top_k,
                                  heads=self.heads, width=self.width, dtype=self.dtype)
                        for _ in range(self.n_layers)]
@@ -444,11 +470,18 @@ class HCAMCore(nn.Module):
         return {**state, "frozen": tuple(block.freeze(layer)
                                          for block, layer in zip(self.blocks, state["layers"]))}
 
+    def _timed(self, x, step):
+        """x (..., H) float32 plus the clock's projection of the episode steps step (...)."""
+        if not self.time_encoding:
+            return x
+        return x + self.clock(episode_time(step)).astype(jnp.float32)
+
     def step(self, u, reset, state, remember=True):
         """Acting: u (B, H), reset (B,) bool, state -> (y (B, H) in u's dtype, state).
         Reads memory before writing u's rows: a chunk completed now is read from the
         next step on. remember=False (imagination) leaves the memory, the chunk being
-        filled and the episode step as they were: only the short-range window moves on."""
+        filled and the ring as they were: only the short-range window and the episode
+        step (the clock of `time_encoding`) move on."""
         if u.ndim != 2 or u.shape[-1] != self.features:
             raise ValueError(f"HCAMCore.step expects u of shape (B, {self.features}), "
                              f"got {u.shape}")
@@ -458,7 +491,7 @@ class HCAMCore(nn.Module):
         fill = state["step"] % self.chunk
         complete = fill == self.chunk - 1
         write = complete[:, None] & (jnp.arange(self.max_chunks) == state["slot"][:, None])
-        x = u.astype(jnp.float32)
+        x = self._timed(u.astype(jnp.float32), state["step"])
         layers, moved = [], []
         for i, (block, layer) in enumerate(zip(self.blocks, state["layers"])):
             x, row, layer_frozen = block.step(x, state, layer, None if frozen is None else frozen[i])
@@ -468,7 +501,8 @@ class HCAMCore(nn.Module):
         window_valid = jnp.concatenate([state["window_valid"][:, 1:], now], 1)
         if not remember:
             layers = [{**old, "window": new["window"]} for old, new in zip(state["layers"], layers)]
-            state = {**state, "window_valid": window_valid, "layers": tuple(layers)}
+            state = {**state, "step": state["step"] + 1, "window_valid": window_valid,
+                     "layers": tuple(layers)}
             return x.astype(u.dtype), state if frozen is None else {**state, "frozen": tuple(moved)}
         return x.astype(u.dtype), {
             "step": state["step"] + 1,
@@ -501,7 +535,7 @@ class HCAMCore(nn.Module):
         state = state if given else self.initial_state(u.shape[1:2])
         start = {k: state[k] for k in ("step", "slot", "valid", "window_valid")}
         layout = sequence_layout(reset, start, self.chunk, self.max_chunks, self.across_episodes)
-        x = u.astype(jnp.float32)
+        x = self._timed(u.astype(jnp.float32), layout["estep"])
         rows, rings = [], []
         for block, layer in zip(self.blocks, state["layers"]):
             ring = {"contents": layer["contents"], "keys": layer["keys"]} if given else None

@@ -73,8 +73,18 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def params(data):
+def init_params(data):
     return jax.jit(make_core("base").init)(jax.random.key(1), *data)
+
+
+@pytest.fixture(scope="module")
+def params(init_params):
+    """Initial parameters with a random episode clock (it starts at zero), so every test
+    below also checks that the clock agrees between modes."""
+    params = init_params
+    kernel = params["params"]["clock"]["kernel"]
+    clock = {"kernel": jax.random.normal(jax.random.key(2), kernel.shape) * 0.5}
+    return {"params": {**params["params"], "clock": clock}}
 
 
 @pytest.fixture(scope="module")
@@ -253,8 +263,8 @@ def test_params_serialization_round_trip(params, data):
 
 
 def test_imagined_steps_move_only_the_short_range_window(params, data):
-    """remember=False (imagination): memory, the chunk being filled and the episode step
-    stay as they were; the window moves on exactly as when remembering."""
+    """remember=False (imagination): memory and the chunk being filled stay as they were;
+    the window and the episode step (the clock) move on exactly as when remembering."""
     core = make_core("base")
     sequence, _, state_at = jitted("base")
     u, reset = data
@@ -262,13 +272,17 @@ def test_imagined_steps_move_only_the_short_range_window(params, data):
     start = state_at(params, trace, jnp.array([T - 1, 13]), jnp.array([0, 1]))
     step = jax.jit(lambda state, x, remember: core.apply(
         params, x, jnp.zeros((2,), bool), state, remember, method=HCAMCore.step), static_argnums=2)
+    # Until remembering completes a chunk (and reads it the step after), both read the
+    # same memory at the same episode step: equal outputs.
+    same_until = C - 1 - np.asarray(start["step"]) % C
     imagined, remembered = start, start
     for i in range(C + 1):  # long enough that remembering would complete a chunk
         x = jax.random.normal(jax.random.key(10 + i), (2, H))
         (y_imag, imagined), (y_mem, remembered) = step(imagined, x, False), step(remembered, x, True)
-        if i == 0:  # same memory read on the first step
-            np.testing.assert_allclose(y_imag, y_mem, atol=1e-5)
-    for key in ("step", "slot", "valid"):
+        rows = i <= same_until
+        np.testing.assert_allclose(y_imag[rows], y_mem[rows], atol=1e-5)
+    np.testing.assert_array_equal(imagined["step"], start["step"] + C + 1)  # the clock runs
+    for key in ("slot", "valid"):
         np.testing.assert_array_equal(imagined[key], start[key])
     assert not np.array_equal(remembered["slot"], start["slot"])  # remembering wrote a chunk
     for new, old in zip(imagined["layers"], start["layers"]):
@@ -306,7 +320,27 @@ def test_a_frozen_state_imagines_exactly_as_the_plain_one(params, data, name):
     assert "frozen" not in step(frozen, x, jnp.zeros(2, bool), True)[1]
 
 
-def test_an_all_zero_input_step_does_not_blow_up_the_input_gradient(params, data):
+def test_the_episode_clock_starts_at_zero_and_times_episode_steps(init_params, params, data):
+    """At initialisation the clock adds nothing (outputs equal a core without it); with a
+    learned clock, equal inputs at different episode steps give different outputs."""
+    u, reset = data
+    plain = HCAMCore(features=H, n_layers=2, chunk=C, heads=2, width=8, max_chunks=M,
+                     time_encoding=False, **CONFIGS["base"])
+    without = {"params": {k: v for k, v in init_params["params"].items() if k != "clock"}}
+    y_plain, _ = jax.jit(plain.apply)(without, u, reset)
+    y_init, _ = jitted("base")[0](init_params, u, reset)
+    np.testing.assert_allclose(y_init, y_plain, atol=1e-6)
+    # The same input at every step of a new episode: memory stays empty (no chunk
+    # completes before step C), so only the clock can tell steps 0..C-1 apart.
+    same = jnp.broadcast_to(u[:1], (C, B, H))
+    starts = jnp.zeros((C, B), bool).at[0].set(True)
+    y_timed, _ = jitted("base")[0](params, same, starts)
+    y_untimed, _ = jax.jit(plain.apply)(without, same, starts)
+    assert np.abs(np.diff(np.asarray(y_timed), axis=0)).max() > 1e-3
+    assert np.abs(np.diff(np.asarray(y_untimed)[:2], axis=0)).max() < 1e-5  # step 0 = step 1
+
+
+def test_an_all_zero_input_step_does_not_blow_up_the_input_gradient(init_params, data):
     """The world model's core input is exactly zero at an episode start, and at init the
     residual stream stays zero through every block there, so each of the 2 x n_layers
     LayerNorms multiplies the gradient by 1/sqrt(eps): (1/sqrt(1e-3))^4 ~ 1e6 with eps 1e-3,
@@ -314,7 +348,7 @@ def test_an_all_zero_input_step_does_not_blow_up_the_input_gradient(params, data
     u, reset = data
     zeroed = u.at[jnp.asarray(reset)].set(0.0)
     sequence = jitted("base")[0]
-    grad = jax.grad(lambda x: sequence(params, x, reset)[0].sum())(zeroed)
+    grad = jax.grad(lambda x: sequence(init_params, x, reset)[0].sum())(zeroed)
     at_starts = np.abs(np.asarray(grad)[np.asarray(reset)]).max()
     elsewhere = np.abs(np.asarray(grad)[~np.asarray(reset)]).max()
     assert at_starts < 1e6 * elsewhere, (at_starts, elsewhere)

@@ -27,7 +27,13 @@ HCAM = {"hcam.chunk": 2, "hcam.max_chunks": 3, "hcam.width": 8, "hcam.heads": 2}
 @functools.lru_cache(maxsize=None)
 def make_world_model(ssm_type):
     wm = world_model({"ssm_type": ssm_type, **(HCAM if ssm_type == "hcam" else {})})
-    return wm, jax.jit(wm.init)(jax.random.PRNGKey(0))
+    params = jax.jit(wm.init)(jax.random.PRNGKey(0))
+    if ssm_type == "hcam":  # the episode clock starts at zero: make it matter here
+        noise = lambda path, x: (jax.random.normal(jax.random.PRNGKey(5), x.shape)
+                                 if "clock" in jax.tree_util.keystr(path) else x)
+        params = jax.tree_util.tree_map_with_path(noise, params)
+        assert any("clock" in jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params))
+    return wm, params
 
 
 def sequence_data():
