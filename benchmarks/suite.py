@@ -81,6 +81,9 @@ CPU_SUITE = (
           "Memory-RL (Ni et al. 2023): GPT solves passive T-Maze up to L = 1500, LSTM fails from ~250"),
     Entry("tmaze_passive_100", "tmaze_passive_100", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
           "Memory-RL (Ni et al. 2023): GPT solves passive T-Maze up to L = 1500, LSTM fails from ~250"),
+    Entry("tmaze_passive_50_hcam", "tmaze_passive_50", ("cpu", "tmaze"), 30, "greedy", 0.95, "0.5",
+          "Memory-RL (Ni et al. 2023): GPT solves passive T-Maze up to L = 1500, LSTM fails from ~250",
+          ("--ssm_type", "hcam")),
     Entry("tmaze_active_20", "tmaze_active_20", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
           "Memory-RL (Ni et al. 2023): neither GPT nor LSTM solves long active T-Maze"),
     Entry("popgym_repeat_previous_easy", "gym_popgym:popgym-RepeatPreviousEasy-v0", ("popgym", "cpu"), 60,
@@ -138,13 +141,16 @@ def score(entry: Entry, logdir: Path, after: int = -1) -> dict:
 # Keys added to the config after records were made, with the default that leaves training as
 # it was: at that value they stay out of the digest, so the records stay current.
 NEUTRAL_DEFAULTS = {"loss_scales.repval": 0.0}
+# Options of the sequence cores a run does not use (by its ssm_type): changing them changes
+# nothing it trains, so they stay out of the digest.
+UNUSED_CORE_OPTIONS = {"mimo": ("hcam.",), "gru": ("hcam.",), "hcam": ("ssm.", "ssm_cell.")}
 
 
 def config_digest(entry: Entry, seed: int, presets=None) -> str:
     """A short hash of the config train.py resolves for the entry and seed: the presets as they
     are now (or `presets`), the task, the seed and the entry's arguments, not the run directory
-    nor a NEUTRAL_DEFAULTS key at its neutral value. A record with another digest was trained
-    with other values. Raises ConfigError."""
+    nor a NEUTRAL_DEFAULTS key at its neutral value, nor the options of cores it does not use.
+    A record with another digest was trained with other values. Raises ConfigError."""
     argv = ["--configs", *(entry.presets if presets is None else presets), "--task", entry.task,
             "--seed", str(seed), *entry.args]
     names, overrides, _ = parse_cli(argv)
@@ -153,6 +159,8 @@ def config_digest(entry: Entry, seed: int, presets=None) -> str:
     for key, neutral in NEUTRAL_DEFAULTS.items():
         if flat.get(key) == neutral:
             del flat[key]
+    unused = UNUSED_CORE_OPTIONS[flat["ssm_type"]]
+    flat = {key: value for key, value in flat.items() if not key.startswith(unused)}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=repr).encode()).hexdigest()[:12]
 
 
@@ -394,8 +402,10 @@ def scoreboard(out: Path, path: Path) -> None:
                 now = None
             if now != r["config_digest"]:
                 met += " (presets changed since: rerun)"
+        args = entry.args if entry else ()
+        flags = f" `{' '.join(args)}`" if args else ""
         lines.append(f"| [{r['task']}](suite/{r['entry']}{'_seed' + str(r['seed']) if r['seed'] else ''}.json)"
-                     f" seed {r['seed']} | {value} ({r['metric']}) | {r['target']} | {met} | {r['env_steps']:,} "
+                     f"{flags} seed {r['seed']} | {value} ({r['metric']}) | {r['target']} | {met} | {r['env_steps']:,} "
                      f"| {r['wall_seconds'] / 60:.1f} min | {published} | {chance} |")
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}", flush=True)

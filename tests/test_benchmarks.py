@@ -205,10 +205,25 @@ def test_suite_continues_an_unfinished_entry_only_from_a_checkpoint(tmp_path, ca
     assert seconds_to_continue({}, logdir, "keytodoor_30") == 0.0
 
 
+def test_suite_digest_ignores_the_options_of_cores_a_run_does_not_use():
+    import dataclasses
+
+    from benchmarks.suite import CPU_SUITE, config_digest
+    mimo = next(e for e in CPU_SUITE if e.name == "tmaze_passive_50")
+    hcam = next(e for e in CPU_SUITE if e.name == "tmaze_passive_50_hcam")
+    assert "hcam" in hcam.args
+    with_args = lambda entry, *extra: dataclasses.replace(entry, args=entry.args + extra)
+    # An hcam option leaves a mimo run's digest, not an hcam run's; an ssm option the reverse.
+    assert config_digest(with_args(mimo, "--hcam.n_layers", "3"), 0) == config_digest(mimo, 0)
+    assert config_digest(with_args(hcam, "--hcam.n_layers", "3"), 0) != config_digest(hcam, 0)
+    assert config_digest(with_args(hcam, "--ssm.n_layers", "3"), 0) == config_digest(hcam, 0)
+    assert config_digest(with_args(mimo, "--ssm.n_layers", "3"), 0) != config_digest(mimo, 0)
+
+
 def test_suite_lists_the_cpu_entries_with_their_metrics():
     listed = subprocess.run(SUITE + ["--list"], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
-    for name in ("tmaze_passive_100", "tmaze_active_20", "popgym_repeat_first_easy", "bsuite_memory_len_50",
-                 "visualmatch_30", "keytodoor_30"):
+    for name in ("tmaze_passive_100", "tmaze_passive_50_hcam", "tmaze_active_20", "popgym_repeat_first_easy",
+                 "bsuite_memory_len_50", "visualmatch_30", "keytodoor_30"):
         assert name in listed
     assert "MMER >= 0.36" in listed and "bsuite accuracy" in listed
     assert "greedy success rate (final reward collected) >= 0.9" in listed
