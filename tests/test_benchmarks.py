@@ -220,6 +220,25 @@ def test_suite_digest_ignores_the_options_of_cores_a_run_does_not_use():
     assert config_digest(with_args(mimo, "--ssm.n_layers", "3"), 0) != config_digest(mimo, 0)
 
 
+def test_scoreboard_rows_name_an_entrys_flags(tmp_path):
+    from benchmarks.suite import CPU_SUITE, config_digest, scoreboard
+    out = tmp_path / "suite"
+    out.mkdir()
+    for name in ("tmaze_passive_50", "tmaze_passive_50_hcam"):
+        entry = next(e for e in CPU_SUITE if e.name == name)
+        record = {"entry": name, "task": entry.task, "seed": 1, "presets": list(entry.presets),
+                  "config_digest": config_digest(entry, 1), "score": 0.5, "metric": "greedy success",
+                  "target": 0.95, "steps_at_target": None, "finished": True, "confirmations": [],
+                  "env_steps": 1000, "wall_seconds": 60.0}
+        (out / f"{name}_seed1.json").write_text(json.dumps(record))
+    scoreboard(out, tmp_path / "SCOREBOARD.md")
+    rows = [line for line in (tmp_path / "SCOREBOARD.md").read_text().splitlines() if "seed 1 |" in line]
+    assert rows[0].startswith("| [tmaze_passive_50](suite/tmaze_passive_50_seed1.json) seed 1 | 0.500")
+    assert rows[1].startswith("| [tmaze_passive_50](suite/tmaze_passive_50_hcam_seed1.json) `--ssm_type hcam` "
+                              "seed 1 | 0.500")
+    assert all("| no |" in row for row in rows)  # current digests: no "presets changed since"
+
+
 def test_suite_lists_the_cpu_entries_with_their_metrics():
     listed = subprocess.run(SUITE + ["--list"], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
     for name in ("tmaze_passive_100", "tmaze_passive_50_hcam", "tmaze_active_20", "popgym_repeat_first_easy",
