@@ -52,7 +52,6 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from recall2imagine.nets import sg
 
@@ -66,18 +65,17 @@ TIME_FEATURES = 32
 
 
 def episode_time(step, dim=TIME_FEATURES):
-    """Sinusoidal features (..., dim) of integer episode steps (...): periods from
-    2 pi to 2 pi 1e4 steps, geometrically spaced."""
-    freqs = jnp.exp(-math.log(1e4) * jnp.arange(dim // 2) / (dim // 2))
+    """Sine/cosine features (..., dim) float32 of integer steps (...): angles step *
+    1e4^(-i/half), i < half = ceil(dim / 2), periods from 2 pi to about 2 pi 1e4 steps."""
+    half = (dim + 1) // 2
+    freqs = 1e4 ** (-jnp.arange(half, dtype=jnp.float32) / half)
     angle = jnp.asarray(step).astype(jnp.float32)[..., None] * freqs
-    return jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], -1)
+    return jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], -1)[..., :dim]
 
 
 def sinusoid(length, dim):
-    """(length, dim) float32 sine/cosine encodings of positions 0..length-1."""
-    half = (dim + 1) // 2
-    angle = np.arange(length)[:, None] * 1e4 ** (-np.arange(half) / half)[None]
-    return jnp.asarray(np.concatenate([np.sin(angle), np.cos(angle)], -1)[:, :dim], jnp.float32)
+    """(length, dim) float32 encodings of positions 0..length-1 (`episode_time`'s)."""
+    return episode_time(jnp.arange(length), dim)
 
 
 def masked_softmax(logits, mask):
@@ -498,14 +496,14 @@ class HCAMCore(nn.Module):
             layers.append(write_row(layer, row, fill, write))
             moved.append(layer_frozen)
         now = jnp.ones(fill.shape + (1,), bool)
+        step = state["step"] + 1
         window_valid = jnp.concatenate([state["window_valid"][:, 1:], now], 1)
         if not remember:
             layers = [{**old, "window": new["window"]} for old, new in zip(state["layers"], layers)]
-            state = {**state, "step": state["step"] + 1, "window_valid": window_valid,
-                     "layers": tuple(layers)}
+            state = {**state, "step": step, "window_valid": window_valid, "layers": tuple(layers)}
             return x.astype(u.dtype), state if frozen is None else {**state, "frozen": tuple(moved)}
         return x.astype(u.dtype), {
-            "step": state["step"] + 1,
+            "step": step,
             "slot": jnp.where(complete, (state["slot"] + 1) % self.max_chunks, state["slot"]),
             "valid": state["valid"] | write,
             "window_valid": window_valid,
