@@ -397,6 +397,8 @@ class HCAMBlock(nn.Module):
             logits = jnp.concatenate(
                 [self._chunk_logits(row, ring["keys"], "tbf,bmf->btm"), logits], -1)
             visible = jnp.concatenate([layout["ring_visible"], visible], -1)
+        if self.top_k:
+            return self._read_selected(row, rows, logits, visible, ring)
         weights = chunk_weights(logits, visible, self.top_k)
         ring_weights, weights = weights[..., :-steps], weights[..., -steps:]
 
@@ -415,6 +417,26 @@ class HCAMBlock(nn.Module):
         if ring is not None:
             read = read + self._read(query, ring["contents"][None], ring_weights.swapaxes(0, 1))
         return read
+
+    def _read_selected(self, row, rows, logits, visible, ring):
+        """The read of `_read_sequence` with top_k > 0, as acting reads: each query's top_k
+        chunks gathered (B, T, K, C, H) and read by `chunk_read`. Stored rows carry no
+        gradient, so the gather has no backward pass: gradients reach the queries, the
+        weights and the key and value projections only, with no scatter over rows x
+        queries. logits, visible (B, T, M + T) with ring (M slots first) or (B, T, T)."""
+        c, steps = self.chunk, row.shape[0]
+        idx, weights = select_top_k(logits, visible, self.top_k)
+        slots = 0 if ring is None else ring["keys"].shape[1]
+        # The chunk completed at step s holds rows s + 1..s + C of the extended axis.
+        rows_at = jnp.clip(idx - slots, 0, steps - 1)[..., None] + 1 + jnp.arange(c)
+        batch = jnp.arange(rows.shape[1])[:, None, None, None]
+        chunks = rows[rows_at, batch]
+        if ring is not None:
+            from_ring = jnp.take_along_axis(ring["contents"][:, None],
+                                            jnp.clip(idx, 0, slots - 1)[..., None, None], 2)
+            chunks = jnp.where((idx < slots)[..., None, None], from_ring, chunks)
+        read = self._read(self.read_q(row).swapaxes(0, 1), chunks, weights)
+        return read.swapaxes(0, 1)
 
 
 class HCAMCore(nn.Module):
