@@ -152,6 +152,26 @@ def segment_softmax(scores, segment, segments):
     return e / jax.ops.segment_sum(e, segment, segments)[segment]
 
 
+READS = ("auto", "dense", "gather")
+
+
+def gathers(read, top_k, chunk, steps):
+    """Whether a training pass of `steps` steps reads memory by gathering each query's
+    top_k chunks (`HCAMBlock._read_selected`) rather than densely over every row of the
+    window (`_read_sequence`; always with top_k 0). The two give the same outputs and
+    gradients. The dense read scores T x (C + T) rows per head, the gathered one reads
+    T x top_k x C rows of the core's width, so "auto" gathers from steps >= 4 top_k
+    chunk (256 by default). World-model gradient on a 2-core CPU, dense against
+    gathered (`benchmarks/hcam_read.py`): 1,500 against 540 ms at T = 1024, 105 against
+    112 at T = 256 and 16 against 25 at T = 64 at the `cpu` widths; 24.8 against 21.9 ms
+    at T = 256 at the `cpu tmaze` ones (benchmarks/results/hcam_read*.json)."""
+    if read not in READS:
+        raise ValueError(f"HCAM read must be one of {READS}, got {read!r}")
+    if read == "auto":
+        return top_k > 0 and steps >= 4 * top_k * chunk
+    return read == "gather" and top_k > 0
+
+
 # ------------------------------------------------------------- bookkeeping
 
 
@@ -267,6 +287,7 @@ class HCAMBlock(nn.Module):
     top_k: int
     heads: int
     width: int
+    read: str = "auto"
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
@@ -397,7 +418,7 @@ class HCAMBlock(nn.Module):
             logits = jnp.concatenate(
                 [self._chunk_logits(row, ring["keys"], "tbf,bmf->btm"), logits], -1)
             visible = jnp.concatenate([layout["ring_visible"], visible], -1)
-        if self.top_k:
+        if gathers(self.read, self.top_k, self.chunk, steps):
             return self._read_selected(row, rows, logits, visible, ring)
         weights = chunk_weights(logits, visible, self.top_k)
         ring_weights, weights = weights[..., :-steps], weights[..., -steps:]
@@ -445,8 +466,9 @@ class HCAMCore(nn.Module):
     Fields: n_layers blocks; chunk C; top_k (0: every visible chunk); heads; width F
     (attention feature size, divisible by heads); max_chunks M (ring slots per layer);
     across_episodes keeps completed chunks across resets; time_encoding adds a learned
-    projection of the episode step's sinusoidal features to the input; dtype of the
-    projections.
+    projection of the episode step's sinusoidal features to the input; read: how a
+    training pass reads memory ("auto", "dense" or "gather"; see `gathers`); dtype of
+    the projections.
     """
 
     features: int
@@ -458,6 +480,7 @@ class HCAMCore(nn.Module):
     max_chunks: int = 64
     across_episodes: bool = False
     time_encoding: bool = True
+    read: str = "auto"
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
@@ -466,7 +489,8 @@ class HCAMCore(nn.Module):
             self.clock = nn.Dense(self.features, use_bias=False, dtype=self.dtype,
                                   kernel_init=nn.initializers.zeros)
         self.blocks = [HCAMBlock(features=self.features, chunk=self.chunk, top_k=self.top_k,
-                                 heads=self.heads, width=self.width, dtype=self.dtype)
+                                 heads=self.heads, width=self.width, read=self.read,
+                                 dtype=self.dtype)
                        for _ in range(self.n_layers)]
 
     def initial_state(self, batch_shape):

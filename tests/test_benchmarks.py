@@ -264,6 +264,8 @@ def test_episodes_splits_a_runs_episodes_into_windows_and_counts_those_that_ende
     assert [(w["from_step"], w["episodes"], w["success"], w["ended_before_limit"], w["success_of_those"])
             for w in record["windows"]] == [(0, 2, 0.5, 1, 1.0), (100, 2, 0.5, 2, 0.5), (200, 1, 0.0, 0, None)]
     assert record["windows"][0]["mean_length"] == 190.0 and "--limit 320" in record["command"]
+    assert [(w["score_above_0"], w["score_zero_0"], w["score_below_0"]) for w in record["windows"]] == [
+        (0.5, 0.5, 0.0), (0.5, 0.5, 0.0), (0.0, 1.0, 0.0)]
     assert "key_taken" not in record["windows"][0]
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing")])
@@ -588,3 +590,15 @@ def test_gc_time_times_every_collection_of_a_training_run(tmp_path):
     assert record["env_steps"] == 100 and "--run.steps 100" in record["train_command"]
     with pytest.raises(SystemExit):
         main(["--repo", str(tmp_path), "--out", str(tmp_path / "none")])
+
+
+def test_hcam_read_times_the_dense_and_the_gathered_read_and_finds_them_equal(tmp_path):
+    from benchmarks import hcam_read
+    out = tmp_path / "read"
+    hcam_read.main(["--presets", "debug", "--batch", "2", "--lengths", "24", "--steps", "1",
+                    "--set", "hcam.chunk=4", "hcam.top_k=2", "--out", str(out)])
+    record = json.loads(out.with_suffix(".json").read_text())
+    (row,) = record["results"]
+    assert row["dense_s"] > 0 and row["gather_s"] > 0 and not row["auto_gathers"]
+    assert row["grad_gap"] < 1e-4 and row["loss_gap"] < 1e-5
+    assert record["hcam"]["chunk"] == 4 and "hcam_read.py" in record["command"]

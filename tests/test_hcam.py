@@ -15,11 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from recall2imagine.hcam import HCAMCore, chunk_read, chunk_weights, masked_softmax, select_top_k
+from recall2imagine.hcam import HCAMCore, chunk_read, chunk_weights, gathers, masked_softmax, select_top_k
 
 T, B, H, C, M = 24, 2, 8, 4, 3
-CONFIGS = {"base": dict(top_k=2), "all": dict(top_k=0, across_episodes=True),
-           "all3": dict(top_k=3, across_episodes=True)}
+# base reads memory by gathering each query's chunks in training, all3 densely (both are
+# checked against the step loop or top_k 0); `gathers` picks one by length otherwise.
+CONFIGS = {"base": dict(top_k=2, read="gather"), "all": dict(top_k=0, across_episodes=True),
+           "all3": dict(top_k=3, across_episodes=True, read="dense")}
 # Episode starts: row 0 mid-chunk at 10 (episode step 10), row 1 at 17 (step 17).
 RESETS = ((0, 0), (10, 0), (0, 1), (17, 1))
 
@@ -238,12 +240,32 @@ def test_top_k_covering_every_chunk_equals_top_k_zero(params, data):
     np.testing.assert_allclose(y_three, y_all, atol=1e-5)
 
 
-def test_gradients_skip_stored_chunks(params, data):
-    """y at row 1, step 16 reads chunks 1-3 (steps 4-15) with top_k 0; two layers of
-    local attention reach back to step 8 only. Contents and keys are stop-gradient'd,
-    so steps 0-7 get no gradient; the chunk logits' projections do."""
+def test_gathered_and_dense_reads_agree_in_outputs_and_gradients(params, data, stepped):
     u, reset = data
-    core = make_core("all")
+    state = jax.tree.map(lambda x: x[-1], stepped["base"][1])  # a start with stored chunks
+    dense = HCAMCore(features=H, n_layers=2, chunk=C, heads=2, width=8, max_chunks=M,
+                     **{**CONFIGS["base"], "read": "dense"})
+    gathered = make_core("base")
+    loss = lambda core: lambda p, x: (core.apply(p, x, reset, state)[0] ** 2).sum()
+    grads = [jax.jit(jax.grad(loss(core), argnums=(0, 1)))(params, u) for core in (dense, gathered)]
+    assert_trees_close(grads[0], grads[1], atol=1e-4)
+    np.testing.assert_allclose(dense.apply(params, u, reset)[0], jitted("base")[0](params, u, reset)[0],
+                               atol=1e-5)
+    # auto gathers from T >= 4 top_k C; top_k 0 always reads densely.
+    assert gathers("auto", 2, 4, 32) and not gathers("auto", 2, 4, 31)
+    assert not gathers("auto", 0, 4, 1024) and not gathers("gather", 0, 4, 8)
+    with pytest.raises(ValueError, match="auto"):
+        gathers("sparse", 2, 4, 32)
+
+
+@pytest.mark.parametrize("name", ["all", "base"])
+def test_gradients_skip_stored_chunks(params, data, name):
+    """y at row 1, step 16 reads chunks 1-3 (steps 4-15) with top_k 0 (2 of them with
+    top_k 2, gathered); two layers of local attention reach back to step 8 only.
+    Contents and keys are stop-gradient'd, so steps 0-7 get no gradient; the chunk
+    logits' projections do."""
+    u, reset = data
+    core = make_core(name)
     loss = lambda p, x: core.apply(p, x, reset)[0][16, 1].sum()
     grad_params, grad_u = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, u)
     grad_u = np.abs(np.asarray(grad_u)).sum(-1)
