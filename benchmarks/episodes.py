@@ -1,5 +1,6 @@
-"""A run's training episodes per window of env steps: how many, mean score, success rate,
-mean length, and how many ended before the task's time limit with what success.
+"""A run's training episodes per window of env steps: how many, mean score, the shares of
+scores above, at and below zero, success rate, mean length, and how many ended before the
+task's time limit with what success.
 
 The last two separate "chooses at random" from "never chooses": on Ballet an episode that
 reaches no dancer runs to its limit and fails, so a success rate under the chance level
@@ -40,6 +41,10 @@ def windows(scores: list[dict], every: int, limit: int | None = None) -> list[di
         row = {"from_step": index * every, "to_step": (index + 1) * every, "episodes": len(episodes),
                "mean_score": mean([e["episode/score"] for e in episodes]),
                "mean_length": mean([e["episode/length"] for e in episodes])}
+        # Shares of scores above, at and below 0: on T-Maze, found the goal / reached the
+        # junction on time and missed it / fell behind the walk (a penalty).
+        for name, test in (("above", lambda x: x > 0), ("zero", lambda x: x == 0), ("below", lambda x: x < 0)):
+            row[f"score_{name}_0"] = mean([float(test(e["episode/score"])) for e in episodes])
         reported = [e for e in episodes if "episode/success" in e]
         row["success"] = mean([float(e["episode/success"]) for e in reported])
         keyed = [e for e in episodes if "episode/key_taken" in e]
