@@ -15,6 +15,7 @@ benchmarks/results/hcam_read).
 """
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -49,10 +50,9 @@ def parse_args(argv=None):
 
 def with_read(wm: WorldModel, read: str) -> WorldModel:
     """A copy of the world model whose HCAM core reads memory with `read` (same params)."""
-    copy = object.__new__(WorldModel)
-    copy.__dict__.update(wm.__dict__)
-    copy.net = wm.net.clone(core=wm.net.core.clone(read=read))
-    return copy
+    clone = copy.copy(wm)
+    clone.net = wm.net.clone(core=wm.net.core.clone(read=read))
+    return clone
 
 
 def largest_gap(a, b):

@@ -243,9 +243,8 @@ def test_top_k_covering_every_chunk_equals_top_k_zero(params, data):
 def test_gathered_and_dense_reads_agree_in_outputs_and_gradients(params, data, stepped):
     u, reset = data
     state = jax.tree.map(lambda x: x[-1], stepped["base"][1])  # a start with stored chunks
-    dense = HCAMCore(features=H, n_layers=2, chunk=C, heads=2, width=8, max_chunks=M,
-                     **{**CONFIGS["base"], "read": "dense"})
     gathered = make_core("base")
+    dense = gathered.clone(read="dense")
     loss = lambda core: lambda p, x: (core.apply(p, x, reset, state)[0] ** 2).sum()
     grads = [jax.jit(jax.grad(loss(core), argnums=(0, 1)))(params, u) for core in (dense, gathered)]
     assert_trees_close(grads[0], grads[1], atol=1e-4)
