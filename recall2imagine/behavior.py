@@ -15,6 +15,7 @@ from recall2imagine.nets import sg
 from recall2imagine.world_model import flat_steps
 
 ACTOR_GRADS = ("reinforce", "backprop")
+ACTENT_KINDS = ("entropy", "uniform")
 _HEAD = {"layers": non_negative, "units": positive, "act": one_of(*nets.ACTIVATIONS),
          "norm": one_of(*nets.NORMS), "outscale": non_negative, "inputs": subset_of(*nets.FEATURES)}
 _OPT = {"lr": positive, "eps": positive, "clip": positive, "wd": non_negative, "warmup": non_negative}
@@ -34,6 +35,11 @@ OPTIONS = {
     "retnorm.decay": between(0.0, 1.0), "retnorm.max": positive,
     "retnorm.perclo": between(0.0, 100.0), "retnorm.perchi": between(0.0, 100.0),
     "actent": non_negative,
+    # What actent scales: "entropy" of the policy (DreamerV3), or "uniform", the policy's
+    # cross-entropy from the uniform one, subtracted: the same pull near uniform, but its
+    # gradient does not vanish where an action's probability has fallen near zero, so a
+    # state the actor ruled out early can come back once the world model says it pays.
+    "actent_kind": one_of(*ACTENT_KINDS),
     **{f"loss_scales.{k}": non_negative for k in ("actor", "critic", "slowreg")},
     # The critic also fits lambda-returns of the replayed sequences, and that loss reaches
     # the world model through the replayed states (0, as in R2I: off).
@@ -147,6 +153,9 @@ class Behavior:
                                    + world_model.head_inputs["reward"]
                                    + world_model.head_inputs["cont"])
         self.grad = config.actor_grad_disc if discrete else config.actor_grad_cont
+        if config.actent_kind == "uniform" and not discrete:
+            raise ValueError("actent_kind 'uniform' needs discrete actions; this task's actions are "
+                             "continuous: use actent_kind 'entropy'")
         self.discount = 1.0 - 1.0 / config.horizon
 
     def init(self, key, wm_params):
@@ -236,7 +245,12 @@ class Behavior:
         logpi = dist.log_prob(sg(traj["action"]))[:-1]
         entropy = dist.entropy()[:-1]
         loss = -advantage if self.grad == "backprop" else -logpi * sg(advantage)
-        loss = loss - c.actent * entropy
+        if c.actent_kind == "uniform":
+            spread = dist.uniform_cross_entropy()[:-1]
+            loss = loss + c.actent * spread
+            extra["actor/uniform_ce"] = spread.mean()
+        else:
+            loss = loss - c.actent * entropy
         loss = (loss * sg(traj["weight"][:-1])).mean() * c.loss_scales.actor
         metrics = {"loss/actor": loss, "actor/entropy": entropy.mean(),
                    "actor/logprob": logpi.mean(), "imag/return": returns.mean(),

@@ -208,7 +208,8 @@ class Config:
             raise ConfigError(f"Saved config {source} is not valid YAML:\n{e}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"Saved config {source} is not a mapping of keys.")
-        return cls(_flatten(tree))
+        # A run saved before a key existed gets its default, which keeps the old behaviour.
+        return cls({**build_config().flat(), **_flatten(tree)})
 
 
 def _suggest(key: str, known) -> str:

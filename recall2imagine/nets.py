@@ -92,6 +92,8 @@ class OneHotDist:
 
     def __init__(self, logits, unimix=0.0, event_dims=0):
         logits = logits.astype(jnp.float32)
+        # The network's own distribution, before unimix (`uniform_cross_entropy`).
+        self.raw_logits = jax.nn.log_softmax(logits, -1)
         if unimix:
             probs = jax.nn.softmax(logits, -1)
             probs = (1.0 - unimix) * probs + unimix / logits.shape[-1]
@@ -123,6 +125,12 @@ class OneHotDist:
 
     def entropy(self):
         return self._sum(-(self.probs * self.logits).sum(-1))
+
+    def uniform_cross_entropy(self):
+        """-mean_k log p_k of the distribution before unimix: log K at uniform, large when a
+        class is nearly ruled out. Its gradient in the logits is p - 1/K, which stays large
+        where the entropy's, -p (log p + H), vanishes (p_k near 0)."""
+        return self._sum(-self.raw_logits.mean(-1))
 
     def kl(self, other):
         return self._sum((self.probs * (self.logits - other.logits)).sum(-1))

@@ -195,6 +195,39 @@ def test_checkpoint_roundtrip_restores_a_trainable_state(agent, trained, batch, 
         {k: float(v) for k, v in from_original.items()})
 
 
+def test_the_uniform_actor_regulariser_pushes_a_ruled_out_action_back_and_needs_discrete_actions(
+        agent, trained, batch):
+    """actent_kind "uniform": with the actor's output biased so that action 1 is nearly ruled
+    out, the regulariser still pulls that action's logit up; the entropy's pull has vanished."""
+    from recall2imagine import behavior as behavior_module
+    params = trained[1]["params"]
+    wm = agent.wm
+    data = agent._checked({k: jnp.asarray(batch[k]) for k in agent.batch_keys})
+    starts = imagination_starts(wm.loss(params["wm"], data, jax.random.PRNGKey(0))[1][0],
+                                data["is_terminal"])
+    actor = jax.tree_util.tree_map_with_path(  # output bias: +30 for action 0
+        lambda path, x: x.at[0].add(30.0) if "out" in jax.tree_util.keystr(path)
+        and "bias" in jax.tree_util.keystr(path) else x, params["actor"])
+    bias = lambda tree: next(g for path, g in jax.tree_util.tree_leaves_with_path(tree)
+                             if "out" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(path))
+    pulls, metrics = {}, {}
+    for kind in ("entropy", "uniform"):
+        # A large scale: the regulariser outweighs the (vanishing) return term.
+        config = agent.config.update({"actent_kind": kind, "actent": 10.0, "loss_scales.actor": 1.0})
+        behavior = behavior_module.Behavior(wm, True, 2, config.part(behavior_module.OPTIONS))
+        loss = lambda actor_params: behavior.actor_loss(
+            actor_params, params["wm"], params["critic"], trained[1]["retnorm"], starts,
+            jax.random.PRNGKey(1))
+        grads, (_, _, _, metrics[kind]) = jax.jit(jax.grad(loss, has_aux=True))(actor)
+        pulls[kind] = -float(bias(grads)[1])
+    assert pulls["uniform"] > 1.0 and abs(pulls["entropy"]) < 1e-3, pulls
+    assert "actor/uniform_ce" in metrics["uniform"] and "actor/uniform_ce" not in metrics["entropy"]
+    assert float(metrics["uniform"]["actor/uniform_ce"]) > 10.0  # ~30 / 2 with one ruled-out action
+    config = agent.config.update({"actent_kind": "uniform"})
+    with pytest.raises(ValueError, match="actent_kind 'uniform' needs discrete actions"):
+        behavior_module.Behavior(wm, False, 2, config.part(behavior_module.OPTIONS))
+
+
 def test_gru_agent_with_box_actions_trains_by_backprop_and_acts_in_bounds():
     # No entropy bonus: any actor gradient must come back through the imagined dynamics,
     # here from a random half of the posterior states.

@@ -509,6 +509,32 @@ def test_suite_confirms_an_evaluation_at_the_target_and_trains_on_when_it_falls_
     assert "holds no checkpoint to confirm it" in capsys.readouterr().out
 
 
+def test_tmaze_junction_reads_the_policy_and_the_predictions_of_episodes_on_time():
+    """An untrained agent on passive T-Maze L = 1: the episodes whose first move went right
+    stand on the junction at the last step; their rows hold a distribution, a continuation
+    probability, and the cued-turn split only where a turn can be the cued one."""
+    import numpy as np
+
+    from benchmarks.tmaze_junction import ACTIONS, junction_beliefs
+    from env_wrappers import make_vector
+    from recall2imagine.agent import Agent
+    from recall2imagine.config import build_config
+
+    config = build_config(["debug"], {"task": "tmaze_passive_1"})
+    env = make_vector(config.task, 1, seed=0, parallel=False)
+    agent = Agent(env.obs_space, env.act_space, config)
+    env.close()
+    beliefs = junction_beliefs(agent, agent.init(0), config, 32, seed=3)
+    rows = {row["action"]: row for row in beliefs["rows"]}
+    assert tuple(rows) == ACTIONS and 0 < beliefs["on_time"] < 32  # right first: 1/4 of episodes
+    assert sum(row["policy"] for row in rows.values()) == pytest.approx(1.0, abs=1e-3)
+    for name, row in rows.items():
+        assert 0.0 <= row["cont"] <= 1.0 and np.isfinite(row["next_value"])
+        turn = name in ("up", "down")
+        assert (row["reward_cued_turn"] is None) == (not turn)
+        assert row["reward_other"] is not None or turn
+
+
 def test_keytodoor_cells_tells_a_fixed_route_from_where_the_key_lies():
     """A policy that always walks north takes the key only when it starts below the gap in
     the key's column: the script's per-cell rates and its fixed-route share must say so."""

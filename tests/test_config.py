@@ -112,6 +112,14 @@ def test_config_is_read_only_and_roundtrips_through_yaml(tmp_path):
     assert config.update({"run.steps": 7}).run.steps == 7 and config.run.steps != 7
 
 
+def test_a_run_saved_before_a_key_existed_loads_with_that_keys_default(tmp_path):
+    config = build_config(["cpu", "tmaze"])
+    text = "\n".join(line for line in config.to_yaml().splitlines() if not line.startswith("actent_kind"))
+    loaded = Config.load_text(text)
+    assert loaded.actent_kind == "entropy" != config.actent_kind  # the default, not tmaze's
+    assert loaded.batch_length == config.batch_length == 256  # saved keys stay as saved
+
+
 def test_cli_parsing_splits_presets_overrides_and_flags():
     names, overrides, flags = parse_cli(
         ["--configs", "a", "b,c", "--run.steps=5", "--jax.train_devices", "0", "1", "--print_config", "--x", "-1"]
@@ -214,7 +222,8 @@ ADDED = {"run.solved_score": (1.0, {"tmaze": 0.95}), "run.solved_evals": (0, {"t
              chunk=16, top_k=4, heads=4, width=128, across_episodes=False,
              time_encoding=True).items()},
          "hcam.n_layers": (2, {"tmaze": 1, "bsuite": 1}),
-         "hcam.max_chunks": (64, {"cpu": 8}), "loss_scales.repval": (0.0, {})}
+         "hcam.max_chunks": (64, {"cpu": 8}), "loss_scales.repval": (0.0, {}),
+         "actent_kind": ("entropy", {"tmaze": "uniform", "bsuite": "uniform"})}
 # Preset values changed since: key -> {preset: new value}; DEFAULT: the preset no longer sets it.
 DEFAULT = object()
 # The bsuite preset took the memory presets' widths and settings (README, BSuite memory_len).

@@ -165,3 +165,17 @@ def test_binary_head_output_layer_has_no_unit_axes_and_is_affine():
     logits = head.apply(params, x).logits
     assert logits.shape == (3, 5)
     np.testing.assert_allclose(logits, features @ out["kernel"] + 0.25, rtol=1e-5, atol=1e-6)
+
+
+def test_uniform_cross_entropy_reads_the_logits_before_unimix_and_keeps_its_gradient():
+    logits = jnp.array([[12.0, 0.0, -3.0, 1.0]])
+    raw = np.asarray(jax.nn.softmax(logits))
+    dist = nets.OneHotDist(logits, unimix=0.01)
+    np.testing.assert_allclose(dist.uniform_cross_entropy(), -np.log(raw).mean(-1), rtol=1e-5)
+    np.testing.assert_allclose(nets.OneHotDist(jnp.zeros((1, 4)), 0.01).uniform_cross_entropy(),
+                               np.log(4.0), rtol=1e-6)
+    # Near a ruled-out class the entropy's gradient vanishes; the cross-entropy's is p - 1/K.
+    ce_grad = jax.grad(lambda l: nets.OneHotDist(l, 0.01).uniform_cross_entropy().sum())(logits)
+    ent_grad = jax.grad(lambda l: nets.OneHotDist(l, 0.01).entropy().sum())(logits)
+    np.testing.assert_allclose(ce_grad, raw - 0.25, atol=1e-6)
+    assert abs(float(ce_grad[0, 2])) > 0.24 and abs(float(ent_grad[0, 2])) < 1e-3
