@@ -37,8 +37,8 @@ OPTIONS = {
     "actent": non_negative,
     # What actent scales: "entropy" of the policy (DreamerV3), or "uniform", the policy's
     # cross-entropy from the uniform one, subtracted: the same pull near uniform, but its
-    # gradient does not vanish where an action's probability has fallen near zero, so a
-    # state the actor ruled out early can come back once the world model says it pays.
+    # gradient does not vanish where an action's probability has fallen near zero, so an
+    # action the actor ruled out early can come back once the world model says it pays.
     "actent_kind": one_of(*ACTENT_KINDS),
     **{f"loss_scales.{k}": non_negative for k in ("actor", "critic", "slowreg")},
     # The critic also fits lambda-returns of the replayed sequences, and that loss reaches
