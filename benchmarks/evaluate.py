@@ -93,6 +93,17 @@ def parse_and_restore(parser: argparse.ArgumentParser, argv=None, task_prefix: s
         parser.error(str(error))
 
 
+def write_checkpoint_record(script: str, args, argv, config, counters, fields: dict, rows: list,
+                            columns=None) -> None:
+    """Writes results/<script>_<run name> (or --out): the run, its task, the checkpoint's env
+    step, --episodes and --seed, ``fields``, the command and the date; ``rows`` go to the CSV."""
+    record = {"run": str(args.run), "task": config.task, "checkpoint_env_step": counters["step"],
+              "episodes": args.episodes, "first_instance_seed": args.seed, **fields,
+              **run_metadata(["command", "date"], argv=[f"benchmarks/{script}.py",
+                                                        *(sys.argv[1:] if argv is None else argv)])}
+    write_record(args.out or RESULTS / f"{script}_{args.run.name}", record, rows, columns=columns)
+
+
 def main(argv=None) -> int:
     parser = run_parser(__doc__, "a run directory that training wrote (config.yaml, ckpt/)", 100,
                         "greedy episodes, one per fresh env instance", "evaluate")
@@ -109,13 +120,9 @@ def main(argv=None) -> int:
         rows.append(row)
         interval = f"  (95%: {row['low_95']:.2f}-{row['high_95']:.2f})" if "low_95" in row else ""
         print(f"{row['metric']:12s} {row['value']:8.3f}{interval}", flush=True)
-    record = {"run": str(args.run), "task": config.task, "checkpoint_env_step": counters["step"],
-              "episodes": args.episodes, "first_instance_seed": args.seed, "metrics": rows,
-              **run_metadata(["command", "date"], argv=["benchmarks/evaluate.py",
-                                                        *(sys.argv[1:] if argv is None else argv)])}
     print(f"{config.task} at env step {counters['step']:,}, {args.episodes} greedy episodes")
-    write_record(args.out or RESULTS / f"evaluate_{args.run.name}", record, rows,
-                 columns=["metric", "value", "low_95", "high_95", "episodes"])
+    write_checkpoint_record("evaluate", args, argv, config, counters, {"metrics": rows}, rows,
+                            columns=["metric", "value", "low_95", "high_95", "episodes"])
     return 0
 
 

@@ -26,8 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, run_metadata, write_record  # noqa: E402
-from benchmarks.evaluate import parse_and_restore, run_parser  # noqa: E402
+from benchmarks.evaluate import parse_and_restore, run_parser, write_checkpoint_record  # noqa: E402
 
 FIRST_SEED = 90_000  # away from training's, its evaluations' and evaluate.py's instance seeds
 ROUTE_MOVES = 4  # moves compared between episodes: start row to the top area
@@ -107,11 +106,7 @@ def main(argv=None) -> int:
     print(f"key taken {summary['key_taken']:.3f}; first {ROUTE_MOVES} moves those most common from the start "
           f"cell in {summary['on_the_start_cells_route']:.0%} of episodes; on the key room's last step at "
           + ", ".join(f"{cell} ({n})" for cell, n in list(summary["end_cells"].items())[:3]))
-    record = {"run": str(args.run), "task": config.task, "checkpoint_env_step": counters["step"],
-              "episodes": args.episodes, "first_instance_seed": args.seed, **summary,
-              **run_metadata(["command", "date"], argv=["benchmarks/keytodoor_cells.py",
-                                                        *(sys.argv[1:] if argv is None else argv)])}
-    write_record(args.out or RESULTS / f"keytodoor_cells_{args.run.name}", record, summary["key_cells"])
+    write_checkpoint_record("keytodoor_cells", args, argv, config, counters, summary, summary["key_cells"])
     return 0
 
 

@@ -26,8 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, run_metadata, write_record  # noqa: E402
-from benchmarks.evaluate import parse_and_restore, run_parser  # noqa: E402
+from benchmarks.evaluate import parse_and_restore, run_parser, write_checkpoint_record  # noqa: E402
 
 FIRST_SEED = 95_000  # away from training's, its evaluations' and the other scripts' seeds
 ACTIONS = ("right", "up", "left", "down")  # env_wrappers.tmaze's moves; up is goal y = +1
@@ -103,11 +102,7 @@ def main(argv=None) -> int:
         print(f"{row['action']:6s} policy {row['policy']}  reward {row['reward']} (cued turn "
               f"{row['reward_cued_turn']}, other {row['reward_other']})  cont {row['cont']}  "
               f"next value {row['next_value']}", flush=True)
-    record = {"run": str(args.run), "task": config.task, "checkpoint_env_step": counters["step"],
-              "episodes": args.episodes, "first_instance_seed": args.seed, **beliefs,
-              **run_metadata(["command", "date"], argv=["benchmarks/tmaze_junction.py",
-                                                        *(sys.argv[1:] if argv is None else argv)])}
-    write_record(args.out or RESULTS / f"tmaze_junction_{args.run.name}", record, beliefs["rows"])
+    write_checkpoint_record("tmaze_junction", args, argv, config, counters, beliefs, beliefs["rows"])
     return 0
 
 

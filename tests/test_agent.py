@@ -205,11 +205,10 @@ def test_the_uniform_actor_regulariser_pushes_a_ruled_out_action_back_and_needs_
     data = agent._checked({k: jnp.asarray(batch[k]) for k in agent.batch_keys})
     starts = imagination_starts(wm.loss(params["wm"], data, jax.random.PRNGKey(0))[1][0],
                                 data["is_terminal"])
+    is_out_bias = lambda path: all(part in jax.tree_util.keystr(path) for part in ("out", "bias"))
     actor = jax.tree_util.tree_map_with_path(  # output bias: +30 for action 0
-        lambda path, x: x.at[0].add(30.0) if "out" in jax.tree_util.keystr(path)
-        and "bias" in jax.tree_util.keystr(path) else x, params["actor"])
-    bias = lambda tree: next(g for path, g in jax.tree_util.tree_leaves_with_path(tree)
-                             if "out" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(path))
+        lambda path, x: x.at[0].add(30.0) if is_out_bias(path) else x, params["actor"])
+    bias = lambda tree: next(g for path, g in jax.tree_util.tree_leaves_with_path(tree) if is_out_bias(path))
     pulls, metrics = {}, {}
     for kind in ("entropy", "uniform"):
         # A large scale: the regulariser outweighs the (vanishing) return term.
