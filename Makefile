@@ -25,7 +25,8 @@ train: $(VENV)/.installed
 	$(BIN)/python recall2imagine/train.py --configs cpu tmaze --logdir $(LOGDIR) $(ARGS)
 
 # Two workers, each starting on half of the slow tests (tests/conftest.py); idle workers take
-# over queued tests from busy ones (worksteal). 8:45 to 10:18 from a fresh clone here
-# (install included; runs of nearly the same code on 2026-12-03: the machine's speed varies).
+# over queued tests from busy ones (worksteal). From a fresh clone here, install included:
+# 8:45 to 10:18 on 2026-12-03, 6:59 on 2026-12-05 (benchmarks/results/test_suite_time_*.json;
+# the machine's speed varies).
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests -n 2 --dist worksteal $(ARGS)
