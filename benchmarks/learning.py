@@ -36,7 +36,7 @@ from benchmarks.common import EVAL_KEYS, RESULTS, Interrupted, raise_interrupted
 TASKS = {
     "tmaze": {"configs": ["cpu", "tmaze"], "task": "tmaze_passive_50", "target": 0.95, "measure": "eval",
               "note": "passive T-Maze, corridor 50; a memoryless agent gets 0.5"},
-    "popgym": {"configs": ["popgym", "cpu"], "task": "gym_popgym:popgym-RepeatPreviousEasy-v0", "target": 0.9,
+    "popgym": {"configs": ["popgym", "popgym_cpu"], "task": "gym_popgym:popgym-RepeatPreviousEasy-v0", "target": 0.9,
                "measure": "train", "note": "POPGym RepeatPreviousEasy; random -0.5, R2I published ~0.8"},
     "visualmatch": {"configs": ["cpu", "visualmatch"], "task": "visualmatch_30", "target": 0.9, "measure": "success",
                     "note": "Visual Match, distractor phase 30; greedy success, memoryless 1/3"},
