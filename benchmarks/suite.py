@@ -75,6 +75,8 @@ class Entry:
     args: tuple = ()  # extra train.py arguments
 
 
+# POPGym on this CPU: R2I's task preset, then its CPU companion (configs.yaml).
+POPGYM_PRESETS = ("popgym", "popgym_cpu")
 POPGYM_SOURCE = "R2I (ICLR 2024, read from its figures); POPGym paper (Morad et al. 2023)"
 CPU_SUITE = (
     Entry("tmaze_passive_50", "tmaze_passive_50", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
@@ -86,15 +88,15 @@ CPU_SUITE = (
           ("--ssm_type", "hcam")),
     Entry("tmaze_active_20", "tmaze_active_20", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
           "Memory-RL (Ni et al. 2023): neither GPT nor LSTM solves long active T-Maze"),
-    Entry("popgym_repeat_previous_easy", "gym_popgym:popgym-RepeatPreviousEasy-v0", ("popgym", "popgym_cpu"), 60,
+    Entry("popgym_repeat_previous_easy", "gym_popgym:popgym-RepeatPreviousEasy-v0", POPGYM_PRESETS, 60,
           "mmer", 0.9, "-0.5 (random)", f"R2I ~0.8; PPO+GRU ~1.0 ({POPGYM_SOURCE})"),
-    Entry("popgym_repeat_first_easy", "gym_popgym:popgym-RepeatFirstEasy-v0", ("popgym", "popgym_cpu"), 60,
+    Entry("popgym_repeat_first_easy", "gym_popgym:popgym-RepeatFirstEasy-v0", POPGYM_PRESETS, 60,
           "mmer", 0.9, "-0.5 (random)", f"not given in BENCHMARKS.md ({POPGYM_SOURCE}); target 0.9 as"
           " RepeatPrevious"),
-    Entry("popgym_count_recall_easy", "gym_popgym:popgym-CountRecallEasy-v0", ("popgym", "popgym_cpu"), 60,
+    Entry("popgym_count_recall_easy", "gym_popgym:popgym-CountRecallEasy-v0", POPGYM_PRESETS, 60,
           "mmer", None, "-0.925 (random); -0.45 answering from the step count alone (benchmarks/popgym_levels.py)",
           f"not given in BENCHMARKS.md ({POPGYM_SOURCE})"),
-    Entry("popgym_autoencode_easy", "gym_popgym:popgym-AutoencodeEasy-v0", ("popgym", "popgym_cpu"), 60,
+    Entry("popgym_autoencode_easy", "gym_popgym:popgym-AutoencodeEasy-v0", POPGYM_PRESETS, 60,
           "mmer", 0.36, "-0.5 (random)", f"R2I 0.36 ({POPGYM_SOURCE})"),
     Entry("visualmatch_30", "visualmatch_30", ("cpu", "visualmatch"), 60, "success", 0.9,
           "1/3 memoryless; 0.06 random walk",
