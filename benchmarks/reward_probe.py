@@ -12,6 +12,14 @@ updates, every loss and two accuracies of the predicted reward:
                           reward). An end whose episode began before the window holds no
                           cue, so a perfect model scores about 0.8 with T = 128 on L = 50
 
+With `--policy seek` on Visual Match (random steps, then a walk to one of the three
+objects drawn at random) it also prints, over the touches whose cue lies in the window:
+
+    reward/touch_gap      mean predicted reward on touches that paid minus that on touches
+                          that did not (0 without memory of the cue, 5 when exact)
+    reward/touch_accuracy which side of half the final reward the prediction falls on
+                          (2/3 without memory: "no reward" at every touch)
+
 `--rule` replaces the task's reward by a synthetic one with the same data, to separate
 what is hard to learn:
 
@@ -22,6 +30,10 @@ what is hard to learn:
              is lag3 with rewards of +-1/48
     goal     T-Maze: 1 on the last step if the episode's cue showed the upper goal
              (memory only; the task's own rule also needs the turn taken)
+    cue      Visual Match, `--policy seek`: the final reward at a touch if the cue was
+             the first colour, whatever was touched (memory only)
+    object   the same if the touched object has the first colour (no memory: it was in
+             view on the step before); the task's rule is that colour against the cue's
 
     python benchmarks/reward_probe.py --rule lag0 --updates 1500
     python benchmarks/reward_probe.py --presets cpu tmaze --task tmaze_passive_50 \
@@ -45,6 +57,7 @@ import optax  # noqa: E402
 
 from benchmarks.common import RESULTS, key_value, run_metadata, set_overrides, write_record  # noqa: E402
 from env_wrappers import make_vector  # noqa: E402
+from env_wrappers.memory_rl import COLOURS, EXPLORE_STEPS, VisualMatch  # noqa: E402
 from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
 
@@ -54,8 +67,9 @@ def parse_args():
     parser.add_argument("--presets", nargs="+", default=["popgym", "cpu"])
     parser.add_argument("--task", default="gym_popgym:popgym-RepeatPreviousEasy-v0")
     parser.add_argument("--rule", default="task", help="task, act, card<N> or lag<N>")
-    parser.add_argument("--policy", default="random", choices=["random", "walk"],
-                        help="data policy: uniform random, or walk (T-Maze: right, then a random turn)")
+    parser.add_argument("--policy", default="random", choices=["random", "walk", "seek"],
+                        help="data policy: uniform random; walk (T-Maze: right, then a random "
+                             "turn); seek (Visual Match: random, then to a random object)")
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--steps", type=int, default=4000, help="random-policy steps per env")
     parser.add_argument("--envs", type=int, default=8)
@@ -71,22 +85,86 @@ def walk_policy(obs, rng):
     return np.where(at_junction, rng.choice([1, 3], len(at_junction)), 0)
 
 
+def seek_action(game, goal, rng):
+    """Visual Match: a random step in phases 1-2; in phase 3 the way to object ``goal``.
+
+    Returns (action, colour): the index in COLOURS of the object the step moves into,
+    or -1.
+    """
+    if game.phase != 2:
+        return int(rng.integers(0, 4)), -1
+    row, col = game.player
+    goal_col = game.object_cells[goal][1]
+    if row > 3 or col == goal_col:  # up through the gap, or up to the object
+        action, target = 0, (row - 1, col)
+    else:
+        action = 2 if col > goal_col else 3
+        target = (row, col - 1 if action == 2 else col + 1)
+    code = int(game.room[target])
+    return action, COLOURS.index(code) if code in COLOURS else -1
+
+
 def collect(env, steps, keys, act_dim, policy="random", seed=0):
-    """(envs, steps, ...) arrays of policy data from a vector env, in replay's layout."""
+    """(envs, steps, ...) arrays of policy data from a vector env, in replay's layout.
+
+    With policy "seek" the data also holds ``touch`` (the step an object was touched),
+    ``episode_step`` (the step's index in its episode), ``cue`` (the index in COLOURS
+    of the episode's target) and ``touched`` (that of the object touched, -1 on other
+    steps).
+    """
     envs = env.num_envs
     rng = np.random.default_rng(seed)
     obs = env.reset()
     keys = keys + ("is_last",)
     data = {k: [] for k in keys}
-    for _ in range(steps):
+    touch, episode_step = np.zeros((envs, steps), bool), np.zeros((envs, steps), np.int64)
+    cue, touched = np.zeros((envs, steps), np.int64), np.full((envs, steps), -1, np.int64)
+    games = [e.unwrapped for e in getattr(env.env, "envs", [])]
+    if policy == "seek" and not (games and all(isinstance(g, VisualMatch) for g in games)):
+        raise ValueError("--policy seek needs a Visual Match task in this process (visualmatch_<L>)")
+    goals, count = rng.integers(0, 3, envs), np.zeros(envs, np.int64)
+    for t in range(steps):
+        count = np.where(obs["is_first"], 0, count + 1)
+        episode_step[:, t] = count
+        goals = np.where(obs["is_first"], rng.integers(0, 3, envs), goals)
         if policy == "walk":
             action = walk_policy(obs, rng)
+        elif policy == "seek":
+            cue[:, t] = [COLOURS.index(game.target) for game in games]
+            moves = [seek_action(game, goal, rng) for game, goal in zip(games, goals)]
+            action = np.array([move for move, _ in moves])
+            if t + 1 < steps:
+                touch[:, t + 1] = [colour >= 0 and not last for (_, colour), last in zip(moves, obs["is_last"])]
+                touched[:, t + 1] = np.where(touch[:, t + 1], [colour for _, colour in moves], -1)
         else:
             action = rng.integers(0, act_dim, envs)
         for key in keys:
             data[key].append(np.eye(act_dim, dtype=np.float32)[action] if key == "action" else np.asarray(obs[key]))
         obs = env.step(action)
-    return {k: np.stack(v, 1) for k, v in data.items()}
+    data = {k: np.stack(v, 1) for k, v in data.items()}
+    if policy == "seek":
+        data.update(touch=touch, episode_step=episode_step, cue=cue, touched=touched)
+    return data
+
+
+def touch_predictions(marks, reward, predicted):
+    """(n, 2) rows [true reward, predicted reward] of a batch's touches whose cue (the
+    episode's first 15 steps, phase 1) lies inside the window."""
+    position = np.arange(reward.shape[1])[None]
+    cue_seen = marks["episode_step"] - position < EXPLORE_STEPS
+    keep = marks["touch"] & cue_seen
+    return np.stack([reward[keep], predicted[keep]], -1)
+
+
+def touch_metrics(rows, final_reward):
+    """touch_gap and touch_accuracy (see the module's doc) of [true, predicted] rows."""
+    target = rows[:, 0] > final_reward / 2
+    if not target.any() or target.all():
+        return {"reward/touches": len(rows)}
+    gap = rows[target, 1].mean() - rows[~target, 1].mean()
+    accuracy = ((rows[:, 1] > final_reward / 2) == target).mean()
+    return {"reward/touch_gap": round(float(gap), 4), "reward/touch_accuracy": round(float(accuracy), 4),
+            "reward/touches": len(rows)}
 
 
 def synthetic_reward(data, rule):
@@ -121,7 +199,14 @@ def main():
         data = collect(env, args.steps, agent.batch_keys, agent.act_dim, args.policy, config.seed)
     finally:
         env.close()
-    if args.rule != "task":
+    marks = {k: data.pop(k) for k in ("touch", "episode_step", "cue", "touched") if k in data}
+    if args.rule in ("cue", "object"):
+        if not marks:
+            raise SystemExit(f"--rule {args.rule} needs --policy seek on a Visual Match task")
+        colour = marks["cue"] if args.rule == "cue" else marks["touched"]
+        final = VisualMatch(1).final_reward
+        data["reward"] = np.where(marks["touch"], np.where(colour == 0, final, 0.0), data["reward"]).astype(np.float32)
+    elif args.rule != "task":
         data["reward"] = synthetic_reward(data, args.rule)
     batch, length = config.batch_size, config.batch_length
     rng = np.random.default_rng(config.seed + 1)
@@ -129,11 +214,12 @@ def main():
     def sample():
         env = rng.integers(0, args.envs, batch)
         start = rng.integers(0, args.steps - length, batch)
-        out = {k: np.stack([v[i, j:j + length] for i, j in zip(env, start)]) for k, v in data.items()}
+        window = lambda v: np.stack([v[i, j:j + length] for i, j in zip(env, start)])  # noqa: E731
+        out = {k: window(v) for k, v in data.items()}
         out["is_first"] = out["is_first"].astype(bool)
         out["is_last"] = out["is_last"].astype(bool)
         out["is_first"][:, 0] = True
-        return out
+        return out, {k: window(marks[k]) for k in ("touch", "episode_step") if k in marks}
 
     state = agent.init(config.seed)
     params, opt_state = state["params"]["wm"], state["opt"]["wm"]
@@ -151,16 +237,21 @@ def main():
         last = batch["is_last"]
         hit = ((predicted > 0.5) == (batch["reward"] > 0.5)) & last
         metrics["reward/last_accuracy"] = hit.sum() / jnp.maximum(last.sum(), 1)
-        return optax.apply_updates(params, updates), opt_state, metrics
+        return optax.apply_updates(params, updates), opt_state, metrics, predicted
 
-    start, history, curve = time.time(), [], []
+    start, history, curve, touches = time.time(), [], [], []
     for i in range(args.updates):
-        params, opt_state, metrics = update(params, opt_state, sample(), jax.random.PRNGKey(i))
+        batch_data, batch_marks = sample()
+        params, opt_state, metrics, predicted = update(params, opt_state, batch_data, jax.random.PRNGKey(i))
         history.append({k: float(v) for k, v in metrics.items()})
+        if marks:
+            touches.append(touch_predictions(batch_marks, batch_data["reward"], np.asarray(predicted)))
         if (i + 1) % 250 == 0:
             row = {"updates": i + 1, "seconds": round(time.time() - start, 1)}
             row.update({k: round(float(np.mean([h[k] for h in history[-250:]])), 4)
                         for k in history[-1] if k.startswith(("loss/", "reward/", "model/"))})
+            if marks:
+                row.update(touch_metrics(np.concatenate(touches[-250:]), VisualMatch(1).final_reward))
             curve.append(row)
             print(row, flush=True)
     record = {**run_metadata(["command"]), "task": args.task, "rule": args.rule, "policy": args.policy,

@@ -358,6 +358,12 @@ class VisualMatch(_GridTask):
         """This episode's target colour code (RED, GREEN or BLUE)."""
         return self._target
 
+    @property
+    def object_cells(self) -> tuple:
+        """The (row, col) of each object slot in the final room's 7x11 grid, in the
+        order of ``object_colours``."""
+        return tuple((row - _RADIUS, col - _RADIUS) for row, col in _ROOMS["objects"].marks["o"])
+
     def _build_rooms(self) -> list:
         self._target = COLOURS[self.np_random.integers(len(COLOURS))]
         room = _ROOMS["box"]

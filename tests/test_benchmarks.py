@@ -628,3 +628,43 @@ def test_hcam_read_times_the_dense_and_the_gathered_read_and_finds_them_equal(tm
     assert row["dense_s"] > 0 and row["gather_s"] > 0 and not row["auto_gathers"]
     assert row["grad_gap"] < 1e-4 and row["loss_gap"] < 1e-5
     assert record["hcam"]["chunk"] == 4 and "hcam_read.py" in record["command"]
+
+
+def test_reward_probe_seek_touches_one_object_per_episode_and_scores_only_touches_with_their_cue():
+    import numpy as np
+
+    from benchmarks.reward_probe import collect, touch_metrics, touch_predictions
+    from env_wrappers import make_vector
+
+    env = make_vector("visualmatch_3", 4, seed=0)
+    data = collect(env, 400, ("vector", "reward", "is_first", "is_terminal"), 4, "seek", seed=0)
+    env.close()
+    touch, reward, step = data["touch"], data["reward"], data["episode_step"]
+    # Episodes of 3 + 30 steps: the walk reaches an object in the final 15 steps of each one.
+    ends = np.flatnonzero(data["is_last"][0])
+    starts = np.flatnonzero(data["is_first"][0])
+    for begin, end in zip(starts, ends):
+        assert touch[0, begin:end + 1].sum() == 1
+    assert (step[touch] >= 15 + 3).all() and (step[touch] <= 33).all()
+    # +5 comes only with a touch, and the objects are drawn at random: some match, most do not.
+    assert set(reward[touch].tolist()) == {0.0, 5.0}
+    assert not ((reward == 5.0) & ~touch).any()
+    assert 0.15 < (reward[touch] == 5.0).mean() < 0.55
+    # The touched object's colour and the episode's cue, for the probe's synthetic rules.
+    assert ((data["touched"][touch] == data["cue"][touch]) == (reward[touch] == 5.0)).all()
+    assert (data["touched"][~touch] == -1).all() and set(data["cue"][touch].tolist()) == {0, 1, 2}
+
+    # A window that starts after the cue's 15 steps holds no memory to score.
+    marks = {"touch": touch[:, :40], "episode_step": step[:, :40]}
+    rows = touch_predictions(marks, reward[:, :40], np.where(reward[:, :40] > 0, 4.0, 1.0))
+    assert len(rows) == touch[:, :40].sum()
+    late = {"touch": touch[:, 20:60], "episode_step": step[:, 20:60]}
+    kept = touch_predictions(late, reward[:, 20:60], np.zeros((4, 40)))
+    assert len(kept) == (touch[:, 20:60] & (step[:, 20:60] - np.arange(40) < 15)).sum() < touch[:, 20:60].sum()
+    metrics = touch_metrics(np.array([[5.0, 4.0], [0.0, 1.0], [0.0, 3.0]]), 5.0)
+    assert metrics["reward/touch_gap"] == 2.0 and abs(metrics["reward/touch_accuracy"] - 2 / 3) < 1e-4
+
+    tmaze = make_vector("tmaze_passive_5", 1, seed=0)
+    with pytest.raises(ValueError, match="Visual Match"):
+        collect(tmaze, 5, ("vector", "reward", "is_first", "is_terminal"), 4, "seek")
+    tmaze.close()
