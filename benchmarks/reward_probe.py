@@ -3,7 +3,7 @@
 Collects steps from a task with a fixed policy (`--policy random`, or `walk` on T-Maze:
 right along the corridor, a random turn at the junction), then trains the world model
 alone (no actor, no critic) on uniformly sampled (B, T) windows and prints, every 250
-updates, every loss and two accuracies of the predicted reward:
+updates (`--every`), every loss and two accuracies of the predicted reward:
 
     reward/sign_accuracy  its sign on steps whose reward is not zero (always predicting
                           the commoner sign scores that sign's share: 0.75 on
@@ -38,6 +38,8 @@ what is hard to learn:
     python benchmarks/reward_probe.py --rule lag0 --updates 1500
     python benchmarks/reward_probe.py --presets cpu tmaze --task tmaze_passive_50 \
         --policy walk --steps 3000 --envs 4 --rule goal --updates 3000 --name tmaze50_goal
+    python benchmarks/reward_probe.py --run benchmarks/runs/visualmatch --policy seek \
+        --steps 2000 --updates 250 --name vm30_run   (a trained run's world model, scored)
 
 Results go to benchmarks/results/reward_probe_<name or rule>.json with the command.
 """
@@ -71,11 +73,18 @@ def parse_args():
                         help="data policy: uniform random; walk (T-Maze: right, then a random "
                              "turn); seek (Visual Match: random, then to a random object)")
     parser.add_argument("--updates", type=int, default=3000)
+    parser.add_argument("--every", type=int, default=250, help="updates per printed row (their means)")
     parser.add_argument("--steps", type=int, default=4000, help="random-policy steps per env")
     parser.add_argument("--envs", type=int, default=8)
     parser.add_argument("--name", default="", help="results file suffix (default: the rule)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="record path without suffix (default: benchmarks/results/reward_probe_<name>)")
     parser.add_argument("--set", nargs="*", default=[], type=key_value, metavar="KEY=VALUE",
                         help="config overrides")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="score the world model of this run directory's newest checkpoint "
+                             "instead of training one: --updates batches, no update (its config "
+                             "and task replace --presets, --task and --set)")
     return parser.parse_args()
 
 
@@ -191,10 +200,20 @@ def synthetic_reward(data, rule):
 
 def main():
     args = parse_args()
-    overrides = set_overrides(args.set)
-    config = build_config(args.presets, {"task": args.task, **overrides})
+    if args.run is not None:
+        from benchmarks.evaluate import restore_run
+
+        try:
+            config, agent, state, counters = restore_run(args.run)
+        except ValueError as error:
+            raise SystemExit(f"--run: {error}")
+        args.task = config.task
+    else:
+        config = build_config(args.presets, {"task": args.task, **set_overrides(args.set)})
     env = make_vector(args.task, args.envs, seed=0, parallel=False)
-    agent = Agent(env.obs_space, env.act_space, config)
+    if args.run is None:
+        agent = Agent(env.obs_space, env.act_space, config)
+        state = agent.init(config.seed)
     try:
         data = collect(env, args.steps, agent.batch_keys, agent.act_dim, args.policy, config.seed)
     finally:
@@ -221,9 +240,9 @@ def main():
         out["is_first"][:, 0] = True
         return out, {k: window(marks[k]) for k in ("touch", "episode_step") if k in marks}
 
-    state = agent.init(config.seed)
     params, opt_state = state["params"]["wm"], state["opt"]["wm"]
     optimizer = agent.opts["wm"]
+    learn = args.run is None
 
     @jax.jit
     def update(params, opt_state, batch, key):
@@ -237,7 +256,9 @@ def main():
         last = batch["is_last"]
         hit = ((predicted > 0.5) == (batch["reward"] > 0.5)) & last
         metrics["reward/last_accuracy"] = hit.sum() / jnp.maximum(last.sum(), 1)
-        return optax.apply_updates(params, updates), opt_state, metrics, predicted
+        if learn:
+            params = optax.apply_updates(params, updates)
+        return params, opt_state, metrics, predicted
 
     start, history, curve, touches = time.time(), [], [], []
     for i in range(args.updates):
@@ -246,18 +267,20 @@ def main():
         history.append({k: float(v) for k, v in metrics.items()})
         if marks:
             touches.append(touch_predictions(batch_marks, batch_data["reward"], np.asarray(predicted)))
-        if (i + 1) % 250 == 0:
+        if (i + 1) % args.every == 0:
             row = {"updates": i + 1, "seconds": round(time.time() - start, 1)}
-            row.update({k: round(float(np.mean([h[k] for h in history[-250:]])), 4)
+            row.update({k: round(float(np.mean([h[k] for h in history[-args.every:]])), 4)
                         for k in history[-1] if k.startswith(("loss/", "reward/", "model/"))})
             if marks:
-                row.update(touch_metrics(np.concatenate(touches[-250:]), VisualMatch(1).final_reward))
+                row.update(touch_metrics(np.concatenate(touches[-args.every:]), VisualMatch(1).final_reward))
             curve.append(row)
             print(row, flush=True)
+    source = ({"run": str(args.run), "checkpoint_env_step": counters["step"]} if args.run is not None
+              else {"presets": args.presets, "overrides": args.set})
     record = {**run_metadata(["command"]), "task": args.task, "rule": args.rule, "policy": args.policy,
-              "presets": args.presets, "overrides": args.set, "batch": [batch, length],
+              **source, "batch": [batch, length],
               **run_metadata(["date", "jax", "backend", "machine"]), "curve": curve}
-    write_record(RESULTS / f"reward_probe_{args.name or args.rule}", record)
+    write_record(args.out or RESULTS / f"reward_probe_{args.name or args.rule}", record)
 
 
 if __name__ == "__main__":

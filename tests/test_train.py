@@ -166,6 +166,16 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path):
     assert all(0.0 <= row["success"] <= 1.0 and row["episodes"] == 1 for row in record["maps"])
     assert 1 <= sum(row["trained_on"] for row in record["maps"]) <= record["training_instances"]
     assert record["checkpoint_env_step"] > 0
+    # The reward probe scores the run's world model on touches without training it.
+    probe = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reward_probe.py"), "--run", str(tmp_path),
+                            "--policy", "seek", "--envs", "2", "--steps", "200", "--updates", "2", "--every", "1",
+                            "--out", str(tmp_path / "probe")], cwd=ROOT, env=environ(),
+                           capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    scored = json.loads((tmp_path / "probe.json").read_text())
+    assert scored["run"] == str(tmp_path) and scored["checkpoint_env_step"] == record["checkpoint_env_step"]
+    assert scored["task"] == "visualmatch_2" and [row["updates"] for row in scored["curve"]] == [1, 2]
+    assert all("reward/touches" in row and "loss/reward" in row for row in scored["curve"])
     # The suite confirms an evaluation at the target on more episodes of the checkpoint
     # (benchmarks/evaluate.py): a success rate with its 95% interval, recorded by its step.
     from benchmarks import suite
