@@ -216,14 +216,16 @@ def main():
         state = agent.init(config.seed)
     try:
         data = collect(env, args.steps, agent.batch_keys, agent.act_dim, args.policy, config.seed)
+    except ValueError as error:
+        raise SystemExit(str(error))
     finally:
         env.close()
     marks = {k: data.pop(k) for k in ("touch", "episode_step", "cue", "touched") if k in data}
+    final = VisualMatch(1).final_reward  # the task's default, as make() builds it
     if args.rule in ("cue", "object"):
         if not marks:
             raise SystemExit(f"--rule {args.rule} needs --policy seek on a Visual Match task")
         colour = marks["cue"] if args.rule == "cue" else marks["touched"]
-        final = VisualMatch(1).final_reward
         data["reward"] = np.where(marks["touch"], np.where(colour == 0, final, 0.0), data["reward"]).astype(np.float32)
     elif args.rule != "task":
         data["reward"] = synthetic_reward(data, args.rule)
@@ -272,7 +274,7 @@ def main():
             row.update({k: round(float(np.mean([h[k] for h in history[-args.every:]])), 4)
                         for k in history[-1] if k.startswith(("loss/", "reward/", "model/"))})
             if marks:
-                row.update(touch_metrics(np.concatenate(touches[-args.every:]), VisualMatch(1).final_reward))
+                row.update(touch_metrics(np.concatenate(touches[-args.every:]), final))
             curve.append(row)
             print(row, flush=True)
     source = ({"run": str(args.run), "checkpoint_env_step": counters["step"]} if args.run is not None
