@@ -126,8 +126,8 @@ def collect(env, steps, keys, act_dim, policy="random", seed=0):
     obs = env.reset()
     keys = keys + ("is_last",)
     data = {k: [] for k in keys}
-    touch, episode_step = np.zeros((envs, steps), bool), np.zeros((envs, steps), np.int64)
-    cue, touched = np.zeros((envs, steps), np.int64), np.full((envs, steps), -1, np.int64)
+    episode_step, cue = np.zeros((envs, steps), np.int64), np.zeros((envs, steps), np.int64)
+    touched = np.full((envs, steps), -1, np.int64)
     games = [e.unwrapped for e in getattr(env.env, "envs", [])]
     if policy == "seek" and not (games and all(isinstance(g, VisualMatch) for g in games)):
         raise ValueError("--policy seek needs a Visual Match task in this process (visualmatch_<L>)")
@@ -142,9 +142,8 @@ def collect(env, steps, keys, act_dim, policy="random", seed=0):
             cue[:, t] = [COLOURS.index(game.target) for game in games]
             moves = [seek_action(game, goal, rng) for game, goal in zip(games, goals)]
             action = np.array([move for move, _ in moves])
-            if t + 1 < steps:
-                touch[:, t + 1] = [colour >= 0 and not last for (_, colour), last in zip(moves, obs["is_last"])]
-                touched[:, t + 1] = np.where(touch[:, t + 1], [colour for _, colour in moves], -1)
+            if t + 1 < steps:  # after a last step the env resets and ignores the action
+                touched[:, t + 1] = np.where(obs["is_last"], -1, [colour for _, colour in moves])
         else:
             action = rng.integers(0, act_dim, envs)
         for key in keys:
@@ -152,7 +151,7 @@ def collect(env, steps, keys, act_dim, policy="random", seed=0):
         obs = env.step(action)
     data = {k: np.stack(v, 1) for k, v in data.items()}
     if policy == "seek":
-        data.update(touch=touch, episode_step=episode_step, cue=cue, touched=touched)
+        data.update(touch=touched >= 0, episode_step=episode_step, cue=cue, touched=touched)
     return data
 
 

@@ -135,6 +135,7 @@ class _Room:
 
 
 _ROOMS = {name: _Room(art) for name, art in _ART.items()}
+_OBJECT_CELLS = tuple((row - _RADIUS, col - _RADIUS) for row, col in _ROOMS["objects"].marks["o"])
 _ROWS, _COLS = len(_ART["key"]), len(_ART["key"][0])
 
 
@@ -362,7 +363,7 @@ class VisualMatch(_GridTask):
     def object_cells(self) -> tuple:
         """The (row, col) of each object slot in the final room's 7x11 grid, in the
         order of ``object_colours``."""
-        return tuple((row - _RADIUS, col - _RADIUS) for row, col in _ROOMS["objects"].marks["o"])
+        return _OBJECT_CELLS
 
     def _build_rooms(self) -> list:
         self._target = COLOURS[self.np_random.integers(len(COLOURS))]
