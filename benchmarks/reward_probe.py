@@ -20,6 +20,15 @@ objects drawn at random) it also prints, over the touches whose cue lies in the 
     reward/touch_accuracy which side of half the final reward the prediction falls on
                           (2/3 without memory: "no reward" at every touch)
 
+`--holdout N` also collects N more steps per env with the same policy and envs and never
+trains on them: every printed row then scores the model on fixed held-out windows
+(`heldout/...`, the same metrics), which tells a learned rule from memorised episodes.
+`--replay RUN` trains on the steps a run stored in its replay instead of on policy data
+(`--replay_steps A:B`: the env steps A to B, counted over all its streams); the held-out
+windows then come from `--policy` (e.g. seek on Visual Match, with `--envs` as the run's
+envs.amount for the same colour maps), which asks whether the agent's own data teaches the
+rule that ideal data teaches.
+
 `--rule` replaces the task's reward by a synthetic one with the same data, to separate
 what is hard to learn:
 
@@ -40,6 +49,9 @@ what is hard to learn:
         --policy walk --steps 3000 --envs 4 --rule goal --updates 3000 --name tmaze50_goal
     python benchmarks/reward_probe.py --run benchmarks/runs/visualmatch --policy seek \
         --steps 2000 --updates 250 --name vm30_run   (a trained run's world model, scored)
+    python benchmarks/reward_probe.py --presets cpu visualmatch --task visualmatch_30 \
+        --replay benchmarks/runs/visualmatch --replay_steps 0:240000 --policy seek --envs 4 \
+        --holdout 3000 --updates 10000 --name vm30_replay   (a fresh model on a run's data)
 
 Results go to benchmarks/results/reward_probe_<name or rule>.json with the command.
 """
@@ -58,6 +70,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from benchmarks.common import RESULTS, key_value, run_metadata, set_overrides, write_record  # noqa: E402
+from benchmarks.tmaze_visits import streams  # noqa: E402
 from env_wrappers import make_vector  # noqa: E402
 from env_wrappers.memory_rl import COLOURS, EXPLORE_STEPS, VisualMatch  # noqa: E402
 from recall2imagine.agent import Agent  # noqa: E402
@@ -81,11 +94,60 @@ def parse_args():
                         help="record path without suffix (default: benchmarks/results/reward_probe_<name>)")
     parser.add_argument("--set", nargs="*", default=[], type=key_value, metavar="KEY=VALUE",
                         help="config overrides")
+    parser.add_argument("--holdout", type=int, default=0,
+                        help="policy steps per env kept for scoring only (0: none)")
+    parser.add_argument("--holdout_batches", type=int, default=8,
+                        help="fixed held-out batches scored at every printed row")
+    parser.add_argument("--replay", type=Path, default=None,
+                        help="train on this run directory's stored replay steps instead of "
+                             "policy data (needs --holdout)")
+    parser.add_argument("--replay_steps", default=None, metavar="A:B",
+                        help="with --replay: only env steps A to B, counted over all streams")
     parser.add_argument("--run", type=Path, default=None,
                         help="score the world model of this run directory's newest checkpoint "
                              "instead of training one: --updates batches, no update (its config "
                              "and task replace --presets, --task and --set)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.holdout < 0 or args.holdout_batches < 1:
+        parser.error("--holdout must be >= 0 and --holdout_batches >= 1")
+    if args.replay is not None and not args.holdout:
+        parser.error("--replay needs --holdout: its steps carry no marks to score, so the "
+                     "model is scored on held-out policy data")
+    if args.replay is not None and args.run is not None:
+        parser.error("--replay trains a fresh model; --run scores a trained one: give one of them")
+    if args.replay_steps is not None:
+        if args.replay is None:
+            parser.error("--replay_steps needs --replay")
+        try:
+            args.replay_steps = tuple(int(v) for v in args.replay_steps.split(":"))
+            assert len(args.replay_steps) == 2 and 0 <= args.replay_steps[0] < args.replay_steps[1]
+        except (ValueError, AssertionError):
+            parser.error(f"--replay_steps must be A:B with 0 <= A < B env steps, got {args.replay_steps!r}")
+    return args
+
+
+def replay_data(run: Path, keys, span=None) -> dict:
+    """(streams, steps, ...) arrays of ``keys`` from a run's replay, every stream cut to the
+    same length; ``span`` (A, B) keeps the env steps A to B counted over all streams (a
+    stream's steps a / n to b / n of n streams)."""
+    directory = run / "replay"
+    if not (directory / "replay.json").exists():
+        raise ValueError(f"{run} has no replay/replay.json: give a run directory of train.py")
+    stored = streams(directory)
+    missing = [k for k in keys if k not in next(iter(stored.values()))]
+    if missing:
+        raise ValueError(f"{directory} stores no {missing}: it is another task's replay")
+    count = len(stored)
+    begin, end = (0, None) if span is None else (span[0] // count, span[1] // count)
+    cut = []
+    for stream in stored.values():
+        # Stream positions begin..end, shifted by the steps evicted before the stored ones.
+        lo, hi = max(begin - stream["start"], 0), None if end is None else max(end - stream["start"], 0)
+        cut.append({k: stream[k][lo:hi] for k in keys})
+    length = min(len(part[keys[0]]) for part in cut)
+    if length < 2:
+        raise ValueError(f"{directory} holds no stored steps in {span}")
+    return {k: np.stack([part[k][:length] for part in cut]) for k in keys}
 
 
 def walk_policy(obs, rng):
@@ -213,8 +275,9 @@ def main():
     if args.run is None:
         agent = Agent(env.obs_space, env.act_space, config)
         state = agent.init(config.seed)
+    collected = 0 if args.replay is not None else args.steps
     try:
-        data = collect(env, args.steps, agent.batch_keys, agent.act_dim, args.policy, config.seed)
+        data = collect(env, collected + args.holdout, agent.batch_keys, agent.act_dim, args.policy, config.seed)
     except ValueError as error:
         raise SystemExit(str(error))
     finally:
@@ -229,26 +292,47 @@ def main():
     elif args.rule != "task":
         data["reward"] = synthetic_reward(data, args.rule)
     batch, length = config.batch_size, config.batch_length
+    # Training windows from the first `collected` steps (or the replay), held-out ones after.
+    split = lambda arrays, part: {k: v[:, :collected] if part == "train" else v[:, collected:]  # noqa: E731
+                                  for k, v in arrays.items()}
+    train, train_marks = split(data, "train"), split(marks, "train")
+    if args.replay is not None:
+        if args.rule != "task":
+            raise SystemExit("--replay trains on the run's own rewards: use --rule task")
+        try:
+            train = replay_data(args.replay, list(data), args.replay_steps)
+        except ValueError as error:
+            raise SystemExit(f"--replay: {error}")
+        train_marks = {}
+        for key, value in data.items():
+            if train[key].shape[2:] != value.shape[2:]:
+                raise SystemExit(f"--replay: its {key!r} has shape {train[key].shape[2:]}, this task's "
+                                 f"{value.shape[2:]}: give --task and --presets as the run trained")
+    if train["reward"].shape[1] <= length or (args.holdout and args.holdout <= length):
+        raise SystemExit(f"the steps per env to train on ({train['reward'].shape[1]}) and --holdout "
+                         f"({args.holdout}) must exceed batch_length {length}")
     rng = np.random.default_rng(config.seed + 1)
 
-    def sample():
-        env = rng.integers(0, args.envs, batch)
-        start = rng.integers(0, args.steps - length, batch)
+    def sample(arrays, arrays_marks, rng=rng):
+        env = rng.integers(0, arrays["reward"].shape[0], batch)
+        start = rng.integers(0, arrays["reward"].shape[1] - length, batch)
         window = lambda v: np.stack([v[i, j:j + length] for i, j in zip(env, start)])  # noqa: E731
-        out = {k: window(v) for k, v in data.items()}
+        out = {k: window(v) for k, v in arrays.items()}
         out["is_first"] = out["is_first"].astype(bool)
         out["is_last"] = out["is_last"].astype(bool)
         out["is_first"][:, 0] = True
-        return out, {k: window(marks[k]) for k in ("touch", "episode_step") if k in marks}
+        return out, {k: window(arrays_marks[k]) for k in ("touch", "episode_step") if k in arrays_marks}
+
+    held_rng = np.random.default_rng(config.seed + 2)
+    heldout = [sample(split(data, "held"), split(marks, "held"), held_rng)
+               for _ in range(args.holdout_batches if args.holdout else 0)]
 
     params, opt_state = state["params"]["wm"], state["opt"]["wm"]
     optimizer = agent.opts["wm"]
     learn = args.run is None
 
-    @jax.jit
-    def update(params, opt_state, batch, key):
-        (_, (outs, metrics)), grads = jax.value_and_grad(agent.wm.loss, has_aux=True)(params, batch, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+    def readout(params, batch, outs, metrics):
+        """The predicted reward and the metrics with its two accuracies added."""
         predicted = agent.wm.head(params, outs, "reward").mean()
         scored = jnp.abs(batch["reward"]) > 1e-6
         agree = (jnp.sign(predicted) == jnp.sign(batch["reward"])) & scored
@@ -257,27 +341,54 @@ def main():
         last = batch["is_last"]
         hit = ((predicted > 0.5) == (batch["reward"] > 0.5)) & last
         metrics["reward/last_accuracy"] = hit.sum() / jnp.maximum(last.sum(), 1)
+        return metrics, predicted
+
+    @jax.jit
+    def update(params, opt_state, batch, key):
+        (_, (outs, metrics)), grads = jax.value_and_grad(agent.wm.loss, has_aux=True)(params, batch, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        metrics, predicted = readout(params, batch, outs, metrics)
         if learn:
             params = optax.apply_updates(params, updates)
         return params, opt_state, metrics, predicted
 
+    @jax.jit
+    def evaluate(params, batch, key):
+        return readout(params, batch, *agent.wm.loss(params, batch, key)[1])
+
+    def heldout_row(params):
+        """The held-out windows' mean metrics (and touch metrics), without an update."""
+        results = [evaluate(params, b, jax.random.PRNGKey(k)) for k, (b, _) in enumerate(heldout)]
+        row = {k: round(float(np.mean([m[k] for m, _ in results])), 4)
+               for k in results[0][0] if k.startswith(("loss/", "reward/"))}
+        if marks:
+            rows = [touch_predictions(m, b["reward"], np.asarray(p)) for (b, m), (_, p) in zip(heldout, results)]
+            row.update(touch_metrics(np.concatenate(rows), final))
+        return {f"heldout/{k}": v for k, v in row.items()}
+
     start, history, curve, touches = time.time(), [], [], []
     for i in range(args.updates):
-        batch_data, batch_marks = sample()
+        batch_data, batch_marks = sample(train, train_marks)
         params, opt_state, metrics, predicted = update(params, opt_state, batch_data, jax.random.PRNGKey(i))
         history.append({k: float(v) for k, v in metrics.items()})
-        if marks:
+        if train_marks:
             touches.append(touch_predictions(batch_marks, batch_data["reward"], np.asarray(predicted)))
         if (i + 1) % args.every == 0:
             row = {"updates": i + 1, "seconds": round(time.time() - start, 1)}
             row.update({k: round(float(np.mean([h[k] for h in history[-args.every:]])), 4)
                         for k in history[-1] if k.startswith(("loss/", "reward/", "model/"))})
-            if marks:
+            if train_marks:
                 row.update(touch_metrics(np.concatenate(touches[-args.every:]), final))
+            if heldout:
+                row.update(heldout_row(params))
             curve.append(row)
             print(row, flush=True)
     source = ({"run": str(args.run), "checkpoint_env_step": counters["step"]} if args.run is not None
               else {"presets": args.presets, "overrides": args.set})
+    if args.replay is not None:
+        source.update(replay=str(args.replay), replay_steps=list(args.replay_steps or ()),
+                      replay_streams=list(train["reward"].shape[:2]))
+    source["holdout"] = [args.envs, args.holdout]
     record = {**run_metadata(["command"]), "task": args.task, "rule": args.rule, "policy": args.policy,
               **source, "batch": [batch, length],
               **run_metadata(["date", "jax", "backend", "machine"]), "curve": curve}

@@ -176,6 +176,25 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path):
     assert scored["run"] == str(tmp_path) and scored["checkpoint_env_step"] == record["checkpoint_env_step"]
     assert scored["task"] == "visualmatch_2" and [row["updates"] for row in scored["curve"]] == [1, 2]
     assert all("reward/touches" in row and "loss/reward" in row for row in scored["curve"])
+    # It also trains a fresh model on the run's stored steps (the first 80 env steps: 40 per
+    # stream) and scores it on held-out seek windows only, as those steps carry no touch marks.
+    probe_args = [sys.executable, str(ROOT / "benchmarks" / "reward_probe.py"), "--presets", "debug",
+                  "--task", "visualmatch_2", "--policy", "seek", "--envs", "2", "--holdout", "60",
+                  "--holdout_batches", "1", "--updates", "2", "--every", "1", "--out", str(tmp_path / "fresh")]
+    probe = subprocess.run(probe_args + ["--replay", str(tmp_path), "--replay_steps", "0:80"], cwd=ROOT,
+                           env=environ(), capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    fresh = json.loads((tmp_path / "fresh.json").read_text())
+    assert fresh["replay"] == str(tmp_path) and fresh["replay_streams"] == [2, 40]
+    assert fresh["holdout"] == [2, 60] and len(fresh["curve"]) == 2
+    for row in fresh["curve"]:
+        assert "loss/reward" in row and "reward/touches" not in row
+        assert "heldout/loss/reward" in row and "heldout/reward/touches" in row
+    # A directory without a replay gets one line naming it.
+    probe = subprocess.run(probe_args + ["--replay", str(tmp_path / "out")], cwd=ROOT, env=environ(),
+                           capture_output=True, text=True, timeout=300)
+    assert probe.returncode != 0 and "has no replay/replay.json" in probe.stderr
+    assert "Traceback" not in probe.stderr
     # The suite confirms an evaluation at the target on more episodes of the checkpoint
     # (benchmarks/evaluate.py): a success rate with its 95% interval, recorded by its step.
     from benchmarks import suite
