@@ -27,7 +27,9 @@ trains on them: every printed row then scores the model on fixed held-out window
 (`--replay_steps A:B`: the env steps A to B, counted over all its streams); the held-out
 windows then come from `--policy` (e.g. seek on Visual Match, with `--envs` as the run's
 envs.amount for the same colour maps), which asks whether the agent's own data teaches the
-rule that ideal data teaches.
+rule that ideal data teaches. `--replay_grow S` replays those steps as the run met them:
+update i samples only the first run.train_fill + (i + 1) * S of them (S = batch_size *
+batch_length / train_ratio env steps per update), against all of them from the start.
 
 `--rule` replaces the task's reward by a synthetic one with the same data, to separate
 what is hard to learn:
@@ -103,6 +105,9 @@ def parse_args():
                              "policy data (needs --holdout)")
     parser.add_argument("--replay_steps", default=None, metavar="A:B",
                         help="with --replay: only env steps A to B, counted over all streams")
+    parser.add_argument("--replay_grow", type=float, default=None, metavar="S",
+                        help="with --replay: update i trains on the first run.train_fill + "
+                             "(i + 1) * S of its env steps only, as the run met them")
     parser.add_argument("--run", type=Path, default=None,
                         help="score the world model of this run directory's newest checkpoint "
                              "instead of training one: --updates batches, no update (its config "
@@ -115,6 +120,8 @@ def parse_args():
                      "model is scored on held-out policy data")
     if args.replay is not None and args.run is not None:
         parser.error("--replay trains a fresh model; --run scores a trained one: give one of them")
+    if args.replay_grow is not None and (args.replay is None or args.replay_grow <= 0):
+        parser.error("--replay_grow needs --replay and a positive number of env steps per update")
     if args.replay_steps is not None:
         if args.replay is None:
             parser.error("--replay_steps needs --replay")
@@ -124,6 +131,14 @@ def parse_args():
         except (ValueError, AssertionError):
             parser.error(f"--replay_steps must be A:B with 0 <= A < B env steps, got {args.replay_steps!r}")
     return args
+
+
+def steps_met(update: int, fill: int, per_update: float, streams: int, steps: int, length: int) -> int:
+    """Steps per stream that a run had stored at its update ``update`` (0-based): ``fill``
+    env steps before the first update and ``per_update`` more before each, over ``streams``
+    streams; at least one window of ``length`` and at most the ``steps`` there are."""
+    met = int((fill + (update + 1) * per_update) // streams)
+    return min(max(met, length + 1), steps)
 
 
 def replay_data(run: Path, keys, span=None) -> dict:
@@ -313,9 +328,10 @@ def main():
                          f"({args.holdout}) must exceed batch_length {length}")
     rng = np.random.default_rng(config.seed + 1)
 
-    def sample(arrays, arrays_marks, rng=rng):
+    def sample(arrays, arrays_marks, rng=rng, steps=None):
+        """A batch of windows from the first ``steps`` steps of each stream (default: all)."""
         env = rng.integers(0, arrays["reward"].shape[0], batch)
-        start = rng.integers(0, arrays["reward"].shape[1] - length, batch)
+        start = rng.integers(0, (steps or arrays["reward"].shape[1]) - length, batch)
         window = lambda v: np.stack([v[i, j:j + length] for i, j in zip(env, start)])  # noqa: E731
         out = {k: window(v) for k, v in arrays.items()}
         out["is_first"] = out["is_first"].astype(bool)
@@ -366,9 +382,15 @@ def main():
             row.update(touch_metrics(np.concatenate(rows), final))
         return {f"heldout/{k}": v for k, v in row.items()}
 
+    def grown(i):
+        """Steps per stream that update i may sample with --replay_grow (None: all)."""
+        if args.replay_grow is None:
+            return None
+        return steps_met(i, config.run.train_fill, args.replay_grow, *train["reward"].shape[:2], length)
+
     start, history, curve, touches = time.time(), [], [], []
     for i in range(args.updates):
-        batch_data, batch_marks = sample(train, train_marks)
+        batch_data, batch_marks = sample(train, train_marks, steps=grown(i))
         params, opt_state, metrics, predicted = update(params, opt_state, batch_data, jax.random.PRNGKey(i))
         history.append({k: float(v) for k, v in metrics.items()})
         if train_marks:
@@ -387,7 +409,7 @@ def main():
               else {"presets": args.presets, "overrides": args.set})
     if args.replay is not None:
         source.update(replay=str(args.replay), replay_steps=list(args.replay_steps or ()),
-                      replay_streams=list(train["reward"].shape[:2]))
+                      replay_streams=list(train["reward"].shape[:2]), replay_grow=args.replay_grow)
     source["holdout"] = [args.envs, args.holdout]
     record = {**run_metadata(["command"]), "task": args.task, "rule": args.rule, "policy": args.policy,
               **source, "batch": [batch, length],

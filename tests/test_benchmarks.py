@@ -630,6 +630,17 @@ def test_hcam_read_times_the_dense_and_the_gathered_read_and_finds_them_equal(tm
     assert record["hcam"]["chunk"] == 4 and "hcam_read.py" in record["command"]
 
 
+def test_reward_probe_replay_grow_samples_the_steps_the_run_had_stored_at_each_update():
+    from benchmarks.reward_probe import steps_met
+
+    # The visualmatch preset on a CPU: 512 steps before training, 512 / 64 = 8 per update, 4 envs.
+    assert steps_met(0, 512, 8, 4, 60000, 128) == (512 + 8) // 4
+    assert steps_met(0, 0, 8, 4, 60000, 128) == 129  # at least one window
+    assert steps_met(999, 512, 8, 4, 60000, 128) == (512 + 8000) // 4
+    assert steps_met(10 ** 6, 512, 8, 4, 60000, 128) == 60000  # never past the stored steps
+    assert steps_met(99, 0, 2.5, 2, 1000, 16) == 125
+
+
 def test_reward_probe_seek_touches_one_object_per_episode_and_scores_only_touches_with_their_cue():
     import numpy as np
 

@@ -181,11 +181,13 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path):
     probe_args = [sys.executable, str(ROOT / "benchmarks" / "reward_probe.py"), "--presets", "debug",
                   "--task", "visualmatch_2", "--policy", "seek", "--envs", "2", "--holdout", "60",
                   "--holdout_batches", "1", "--updates", "2", "--every", "1", "--out", str(tmp_path / "fresh")]
-    probe = subprocess.run(probe_args + ["--replay", str(tmp_path), "--replay_steps", "0:80"], cwd=ROOT,
-                           env=environ(), capture_output=True, text=True, timeout=300)
+    # (--replay_grow 8: as the run met them, 8 env steps more per update.)
+    probe = subprocess.run(probe_args + ["--replay", str(tmp_path), "--replay_steps", "0:80", "--replay_grow", "8"],
+                           cwd=ROOT, env=environ(), capture_output=True, text=True, timeout=300)
     assert probe.returncode == 0, probe.stderr[-3000:]
     fresh = json.loads((tmp_path / "fresh.json").read_text())
     assert fresh["replay"] == str(tmp_path) and fresh["replay_streams"] == [2, 40]
+    assert fresh["replay_grow"] == 8.0
     assert fresh["holdout"] == [2, 60] and len(fresh["curve"]) == 2
     for row in fresh["curve"]:
         assert "loss/reward" in row and "reward/touches" not in row
