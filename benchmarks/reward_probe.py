@@ -13,7 +13,8 @@ updates (`--every`), every loss and two accuracies of the predicted reward:
                           cue, so a perfect model scores about 0.8 with T = 128 on L = 50
 
 With `--policy seek` on Visual Match (random steps, then a walk to one of the three
-objects drawn at random) it also prints, over the touches whose cue lies in the window:
+objects drawn at random; `seek_apples` walks to the nearest apple in the middle room
+instead of at random) it also prints, over the touches whose cue lies in the window:
 
     reward/touch_gap      mean predicted reward on touches that paid minus that on touches
                           that did not (0 without memory of the cue, 5 when exact)
@@ -74,7 +75,7 @@ import optax  # noqa: E402
 from benchmarks.common import RESULTS, key_value, run_metadata, set_overrides, write_record  # noqa: E402
 from benchmarks.tmaze_visits import streams  # noqa: E402
 from env_wrappers import make_vector  # noqa: E402
-from env_wrappers.memory_rl import COLOURS, EXPLORE_STEPS, VisualMatch  # noqa: E402
+from env_wrappers.memory_rl import APPLE, COLOURS, EXPLORE_STEPS, VisualMatch  # noqa: E402
 from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
 
@@ -84,9 +85,10 @@ def parse_args():
     parser.add_argument("--presets", nargs="+", default=["popgym", "cpu"])
     parser.add_argument("--task", default="gym_popgym:popgym-RepeatPreviousEasy-v0")
     parser.add_argument("--rule", default="task", help="task, act, card<N> or lag<N>")
-    parser.add_argument("--policy", default="random", choices=["random", "walk", "seek"],
+    parser.add_argument("--policy", default="random", choices=["random", "walk", "seek", "seek_apples"],
                         help="data policy: uniform random; walk (T-Maze: right, then a random "
-                             "turn); seek (Visual Match: random, then to a random object)")
+                             "turn); seek (Visual Match: random, then to a random object); "
+                             "seek_apples (the same, collecting apples in the middle room)")
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--every", type=int, default=250, help="updates per printed row (their means)")
     parser.add_argument("--steps", type=int, default=4000, help="random-policy steps per env")
@@ -171,12 +173,28 @@ def walk_policy(obs, rng):
     return np.where(at_junction, rng.choice([1, 3], len(at_junction)), 0)
 
 
-def seek_action(game, goal, rng):
-    """Visual Match: a random step in phases 1-2; in phase 3 the way to object ``goal``.
+def apple_action(game, rng):
+    """Visual Match's middle room: a step towards the nearest apple (random when none is
+    left; the room is open inside its walls, so a straight step never blocks)."""
+    apples = np.argwhere(game.room == APPLE)
+    if not len(apples):
+        return int(rng.integers(0, 4))
+    row, col = game.player
+    d_row, d_col = apples[np.abs(apples - (row, col)).sum(1).argmin()] - (row, col)
+    if d_row and (not d_col or rng.random() < 0.5):
+        return 0 if d_row < 0 else 1
+    return 2 if d_col < 0 else 3
+
+
+def seek_action(game, goal, rng, apples=False):
+    """Visual Match: a random step in phases 1-2 (``apples``: towards the nearest apple in
+    phase 2); in phase 3 the way to object ``goal``.
 
     Returns (action, colour): the index in COLOURS of the object the step moves into,
     or -1.
     """
+    if apples and game.phase == 1:
+        return apple_action(game, rng), -1
     if game.phase != 2:
         return int(rng.integers(0, 4)), -1
     row, col = game.player
@@ -193,10 +211,10 @@ def seek_action(game, goal, rng):
 def collect(env, steps, keys, act_dim, policy="random", seed=0):
     """(envs, steps, ...) arrays of policy data from a vector env, in replay's layout.
 
-    With policy "seek" the data also holds ``touch`` (the step an object was touched),
-    ``episode_step`` (the step's index in its episode), ``cue`` (the index in COLOURS
-    of the episode's target) and ``touched`` (that of the object touched, -1 on other
-    steps).
+    With policy "seek" or "seek_apples" the data also holds ``touch`` (the step an object
+    was touched), ``episode_step`` (the step's index in its episode), ``cue`` (the index
+    in COLOURS of the episode's target) and ``touched`` (that of the object touched, -1
+    on other steps).
     """
     envs = env.num_envs
     rng = np.random.default_rng(seed)
@@ -206,8 +224,8 @@ def collect(env, steps, keys, act_dim, policy="random", seed=0):
     episode_step, cue = np.zeros((envs, steps), np.int64), np.zeros((envs, steps), np.int64)
     touched = np.full((envs, steps), -1, np.int64)
     games = [e.unwrapped for e in getattr(env.env, "envs", [])]
-    if policy == "seek" and not (games and all(isinstance(g, VisualMatch) for g in games)):
-        raise ValueError("--policy seek needs a Visual Match task in this process (visualmatch_<L>)")
+    if policy.startswith("seek") and not (games and all(isinstance(g, VisualMatch) for g in games)):
+        raise ValueError(f"--policy {policy} needs a Visual Match task in this process (visualmatch_<L>)")
     goals, count = rng.integers(0, 3, envs), np.zeros(envs, np.int64)
     for t in range(steps):
         count = np.where(obs["is_first"], 0, count + 1)
@@ -215,9 +233,9 @@ def collect(env, steps, keys, act_dim, policy="random", seed=0):
         goals = np.where(obs["is_first"], rng.integers(0, 3, envs), goals)
         if policy == "walk":
             action = walk_policy(obs, rng)
-        elif policy == "seek":
+        elif policy.startswith("seek"):
             cue[:, t] = [COLOURS.index(game.target) for game in games]
-            moves = [seek_action(game, goal, rng) for game, goal in zip(games, goals)]
+            moves = [seek_action(game, goal, rng, policy == "seek_apples") for game, goal in zip(games, goals)]
             action = np.array([move for move, _ in moves])
             if t + 1 < steps:  # after a last step the env resets and ignores the action
                 touched[:, t + 1] = np.where(obs["is_last"], -1, [colour for _, colour in moves])
@@ -227,9 +245,14 @@ def collect(env, steps, keys, act_dim, policy="random", seed=0):
             data[key].append(np.eye(act_dim, dtype=np.float32)[action] if key == "action" else np.asarray(obs[key]))
         obs = env.step(action)
     data = {k: np.stack(v, 1) for k, v in data.items()}
-    if policy == "seek":
+    if policy.startswith("seek"):
         data.update(touch=touched >= 0, episode_step=episode_step, cue=cue, touched=touched)
     return data
+
+
+def split(arrays: dict, at: int) -> tuple[dict, dict]:
+    """Each (envs, steps, ...) array cut into its first ``at`` steps and the rest."""
+    return {k: v[:, :at] for k, v in arrays.items()}, {k: v[:, at:] for k, v in arrays.items()}
 
 
 def touch_predictions(marks, reward, predicted):
@@ -308,9 +331,7 @@ def main():
         data["reward"] = synthetic_reward(data, args.rule)
     batch, length = config.batch_size, config.batch_length
     # Training windows from the first `collected` steps (or the replay), held-out ones after.
-    split = lambda arrays, part: {k: v[:, :collected] if part == "train" else v[:, collected:]  # noqa: E731
-                                  for k, v in arrays.items()}
-    train, train_marks = split(data, "train"), split(marks, "train")
+    (train, held), (train_marks, held_marks) = split(data, collected), split(marks, collected)
     if args.replay is not None:
         if args.rule != "task":
             raise SystemExit("--replay trains on the run's own rewards: use --rule task")
@@ -340,8 +361,7 @@ def main():
         return out, {k: window(arrays_marks[k]) for k in ("touch", "episode_step") if k in arrays_marks}
 
     held_rng = np.random.default_rng(config.seed + 2)
-    heldout = [sample(split(data, "held"), split(marks, "held"), held_rng)
-               for _ in range(args.holdout_batches if args.holdout else 0)]
+    heldout = [sample(held, held_marks, held_rng) for _ in range(args.holdout_batches if args.holdout else 0)]
 
     params, opt_state = state["params"]["wm"], state["opt"]["wm"]
     optimizer = agent.opts["wm"]

@@ -675,7 +675,19 @@ def test_reward_probe_seek_touches_one_object_per_episode_and_scores_only_touche
     metrics = touch_metrics(np.array([[5.0, 4.0], [0.0, 1.0], [0.0, 3.0]]), 5.0)
     assert metrics["reward/touch_gap"] == 2.0 and abs(metrics["reward/touch_accuracy"] - 2 / 3) < 1e-4
 
+    # seek_apples walks to the nearest apple in the middle room (40-step episodes at L = 10):
+    # an apple every two or three steps there, where the random walk finds few.
+    middle = {}
+    for policy in ("seek", "seek_apples"):
+        env = make_vector("visualmatch_10", 2, seed=0)
+        walked = collect(env, 350, ("vector", "reward", "is_first", "is_terminal"), 4, policy, seed=0)
+        env.close()
+        in_middle = (walked["episode_step"] >= 15) & (walked["episode_step"] < 25)
+        middle[policy] = walked["reward"][in_middle].mean()
+        assert walked["touch"].sum() >= 2 * 8  # still one touch in each of the 8 whole episodes
+    assert middle["seek_apples"] > 0.3 > 2 * middle["seek"]
+
     tmaze = make_vector("tmaze_passive_5", 1, seed=0)
     with pytest.raises(ValueError, match="Visual Match"):
-        collect(tmaze, 5, ("vector", "reward", "is_first", "is_terminal"), 4, "seek")
+        collect(tmaze, 5, ("vector", "reward", "is_first", "is_terminal"), 4, "seek_apples")
     tmaze.close()
