@@ -89,17 +89,25 @@ def windows(per_stream: dict[int, list[dict]], every: int) -> list[dict]:
     return rows
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="a run directory (holds replay/)")
+def window_args(doc: str, argv, needed=("replay/replay.json",)):
+    """(parser, args) of a script that reads a run's replay per window of env steps: `run`,
+    `--every`, `--out`; the run must hold each of `needed`."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a run directory of train.py (holds replay/)")
     parser.add_argument("--every", type=int, default=50000, help="env steps per window")
     parser.add_argument("--out", type=Path, default=None, help="record path without suffix")
     args = parser.parse_args(argv)
     if args.every < 1:
         parser.error(f"--every must be a positive number of env steps, got {args.every}")
+    for name in needed:
+        if not (args.run / name).exists():
+            parser.error(f"{args.run} has no {name}: pass a run directory of train.py")
+    return parser, args
+
+
+def main(argv=None):
+    _, args = window_args(__doc__, argv)
     directory = args.run / "replay"
-    if not (directory / "replay.json").exists():
-        parser.error(f"{args.run} has no replay/replay.json: pass a run directory of train.py")
     per_stream = {worker: episodes(stream) for worker, stream in streams(directory).items()}
     rows = windows(per_stream, args.every)
     record = {**run_metadata(["command", "date"]), "run": str(args.run), "every": args.every,

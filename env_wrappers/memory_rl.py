@@ -70,7 +70,8 @@ PALETTE = np.array([
 _PALETTE_CHW = (PALETTE.T / 255.0).astype(np.float32)  # (3, codes)
 
 NORTH, SOUTH, WEST, EAST = range(4)
-_MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
+# Row and column steps of the actions 0 N, 1 S, 2 W, 3 E.
+MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
 VIEW = 5
 _RADIUS = VIEW // 2
@@ -252,7 +253,7 @@ class _GridTask(gymnasium.Env):
             self._board[cell] = code
         self._restore = []
         self._frame += 1
-        d_row, d_col = _MOVES[int(action)]
+        d_row, d_col = MOVES[int(action)]
         row, col = self._pos[0] + d_row, self._pos[1] + d_col
         # The board's edge blocks too (pycolab's confined_to_board): an opened door leads outside.
         on_board = _RADIUS <= row < _ROWS + _RADIUS and _RADIUS <= col < _COLS + _RADIUS

@@ -630,6 +630,45 @@ def test_hcam_read_times_the_dense_and_the_gathered_read_and_finds_them_equal(tm
     assert record["hcam"]["chunk"] == 4 and "hcam_read.py" in record["command"]
 
 
+def test_visualmatch_choices_finds_each_touch_and_its_place_from_the_stored_observations():
+    import numpy as np
+
+    from benchmarks.reward_probe import collect
+    from benchmarks.visualmatch_choices import touches, windows
+    from env_wrappers import make_vector
+    from env_wrappers.memory_rl import COLOURS
+
+    # The seek walk touches one object per episode, drawn at random; its marks say which.
+    env = make_vector("visualmatch_3", 2, seed=0)
+    games = [e.unwrapped for e in env.env.envs]
+    data = collect(env, 300, ("vector", "action", "reward", "is_first", "is_terminal"), 4, "seek", seed=0)
+    env.close()
+    found = {}
+    for w, game in enumerate(games):
+        stream = {k: data[k][w] for k in ("vector", "action", "reward", "is_first")}
+        stream["start"] = 0
+        found[w] = touches(stream, game.object_colours, 5.0)
+        marked = np.flatnonzero(data["touch"][w])  # the step after each touching move
+        assert [t["position"] + 1 for t in found[w]] == marked.tolist()
+        assert [t["place"] for t in found[w]] == [game.object_colours.index(COLOURS[c])
+                                                   for c in data["touched"][w][marked]]
+        assert [t["paid"] for t in found[w]] == (data["reward"][w][marked] == 5.0).tolist()
+        # A final reward that follows no touch means the steps are not Visual Match's.
+        stream["reward"] = stream["reward"].copy()
+        stream["reward"][0] = 5.0
+        with pytest.raises(ValueError, match="follow no touch"):
+            touches(stream, game.object_colours, 5.0)
+    places = {t["place"] for f in found.values() for t in f}
+    assert places == {0, 1, 2}
+    episodes = {w: np.flatnonzero(data["is_first"][w]) for w in found}
+    (row,) = windows(found, episodes, 600)
+    assert row["touches"] == sum(len(f) for f in found.values()) and row["episodes"] == sum(map(len, episodes.values()))
+    assert abs(row["left"] + row["middle"] + row["right"] - 1.0) < 1e-3 and row["best_for_places_tried"] == 1.0
+    # Only the middle place touched: the best a memory can do then is 1/3.
+    middle = {w: [dict(t, place=1) for t in f] for w, f in found.items()}
+    assert windows(middle, episodes, 600)[0]["best_for_places_tried"] == round(1 / 3, 4)
+
+
 def test_reward_probe_replay_grow_samples_the_steps_the_run_had_stored_at_each_update():
     from benchmarks.reward_probe import steps_met
 

@@ -192,6 +192,15 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path):
     for row in fresh["curve"]:
         assert "loss/reward" in row and "reward/touches" not in row
         assert "heldout/loss/reward" in row and "heldout/reward/touches" in row
+    # Which object the run's episodes touched, read from its stored observations.
+    choices = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "visualmatch_choices.py"), str(tmp_path),
+                              "--every", "1000", "--out", str(tmp_path / "choices")], cwd=ROOT, env=environ(),
+                             capture_output=True, text=True, timeout=300)
+    assert choices.returncode == 0, choices.stderr[-3000:]
+    (window,) = json.loads((tmp_path / "choices.json").read_text())["windows"]
+    assert window["episodes"] >= 2 and window["touches"] <= window["episodes"]  # one touch at most each
+    if window["touches"]:
+        assert abs(window["left"] + window["middle"] + window["right"] - 1.0) < 1e-3
     # A directory without a replay gets one line naming it.
     probe = subprocess.run(probe_args + ["--replay", str(tmp_path / "out")], cwd=ROOT, env=environ(),
                            capture_output=True, text=True, timeout=300)
