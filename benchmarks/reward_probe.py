@@ -14,7 +14,7 @@ updates (`--every`), every loss and two accuracies of the predicted reward:
 
 With `--policy seek` on Visual Match (random steps, then a walk to one of the three
 objects drawn at random; `seek_apples` walks to the nearest apple in the middle room
-instead of at random) it also prints, over the touches whose cue lies in the window:
+instead of at random, `seek_middle` always to the middle object) it also prints, over the touches whose cue lies in the window:
 
     reward/touch_gap      mean predicted reward on touches that paid minus that on touches
                           that did not (0 without memory of the cue, 5 when exact)
@@ -80,15 +80,19 @@ from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
 
 
+POLICIES = ("random", "walk", "seek", "seek_apples", "seek_middle")
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["popgym", "cpu"])
     parser.add_argument("--task", default="gym_popgym:popgym-RepeatPreviousEasy-v0")
     parser.add_argument("--rule", default="task", help="task, act, card<N> or lag<N>")
-    parser.add_argument("--policy", default="random", choices=["random", "walk", "seek", "seek_apples"],
+    parser.add_argument("--policy", default="random", choices=POLICIES,
                         help="data policy: uniform random; walk (T-Maze: right, then a random "
                              "turn); seek (Visual Match: random, then to a random object); "
-                             "seek_apples (the same, collecting apples in the middle room)")
+                             "seek_apples (the same, collecting apples in the middle room); "
+                             "seek_middle (always to the middle object)")
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--every", type=int, default=250, help="updates per printed row (their means)")
     parser.add_argument("--steps", type=int, default=4000, help="random-policy steps per env")
@@ -100,6 +104,9 @@ def parse_args():
                         help="config overrides")
     parser.add_argument("--holdout", type=int, default=0,
                         help="policy steps per env kept for scoring only (0: none)")
+    parser.add_argument("--holdout_policy", default=None, choices=POLICIES,
+                        help="policy of the held-out steps (default: --policy), e.g. seek to score "
+                             "seek_middle's model on touches of every object")
     parser.add_argument("--holdout_batches", type=int, default=8,
                         help="fixed held-out batches scored at every printed row")
     parser.add_argument("--replay", type=Path, default=None,
@@ -117,6 +124,9 @@ def parse_args():
     args = parser.parse_args()
     if args.holdout < 0 or args.holdout_batches < 1:
         parser.error("--holdout must be >= 0 and --holdout_batches >= 1")
+    if args.holdout_policy not in (None, args.policy) and not (
+            args.policy.startswith("seek") and args.holdout_policy.startswith("seek")):
+        parser.error("--holdout_policy other than --policy: both must be seek policies (Visual Match)")
     if args.replay is not None and not args.holdout:
         parser.error("--replay needs --holdout: its steps carry no marks to score, so the "
                      "model is scored on held-out policy data")
@@ -211,7 +221,7 @@ def seek_action(game, goal, rng, apples=False):
 def collect(env, steps, keys, act_dim, policy="random", seed=0):
     """(envs, steps, ...) arrays of policy data from a vector env, in replay's layout.
 
-    With policy "seek" or "seek_apples" the data also holds ``touch`` (the step an object
+    With a seek policy the data also holds ``touch`` (the step an object
     was touched), ``episode_step`` (the step's index in its episode), ``cue`` (the index
     in COLOURS of the episode's target) and ``touched`` (that of the object touched, -1
     on other steps).
@@ -230,7 +240,7 @@ def collect(env, steps, keys, act_dim, policy="random", seed=0):
     for t in range(steps):
         count = np.where(obs["is_first"], 0, count + 1)
         episode_step[:, t] = count
-        goals = np.where(obs["is_first"], rng.integers(0, 3, envs), goals)
+        goals = np.where(obs["is_first"], 1 if policy == "seek_middle" else rng.integers(0, 3, envs), goals)
         if policy == "walk":
             action = walk_policy(obs, rng)
         elif policy.startswith("seek"):
@@ -314,8 +324,14 @@ def main():
         agent = Agent(env.obs_space, env.act_space, config)
         state = agent.init(config.seed)
     collected = 0 if args.replay is not None else args.steps
+    held_policy = args.holdout_policy or args.policy
     try:
-        data = collect(env, collected + args.holdout, agent.batch_keys, agent.act_dim, args.policy, config.seed)
+        if held_policy == args.policy or not args.holdout:
+            data = collect(env, collected + args.holdout, agent.batch_keys, agent.act_dim, args.policy, config.seed)
+        else:  # the held-out steps follow the training ones in the same envs
+            parts = [collect(env, n, agent.batch_keys, agent.act_dim, policy, config.seed)
+                     for n, policy in ((collected, args.policy), (args.holdout, held_policy)) if n]
+            data = {k: np.concatenate([part[k] for part in parts], 1) for k in parts[-1]}
     except ValueError as error:
         raise SystemExit(str(error))
     finally:
@@ -431,6 +447,7 @@ def main():
         source.update(replay=str(args.replay), replay_steps=list(args.replay_steps or ()),
                       replay_streams=list(train["reward"].shape[:2]), replay_grow=args.replay_grow)
     source["holdout"] = [args.envs, args.holdout]
+    source["holdout_policy"] = held_policy
     record = {**run_metadata(["command"]), "task": args.task, "rule": args.rule, "policy": args.policy,
               **source, "batch": [batch, length],
               **run_metadata(["date", "jax", "backend", "machine"]), "curve": curve}

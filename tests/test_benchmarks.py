@@ -685,6 +685,7 @@ def test_reward_probe_seek_touches_one_object_per_episode_and_scores_only_touche
 
     from benchmarks.reward_probe import collect, touch_metrics, touch_predictions
     from env_wrappers import make_vector
+    from env_wrappers.memory_rl import COLOURS
 
     env = make_vector("visualmatch_3", 4, seed=0)
     data = collect(env, 400, ("vector", "reward", "is_first", "is_terminal"), 4, "seek", seed=0)
@@ -725,6 +726,14 @@ def test_reward_probe_seek_touches_one_object_per_episode_and_scores_only_touche
         middle[policy] = walked["reward"][in_middle].mean()
         assert walked["touch"].sum() >= 2 * 8  # still one touch in each of the 8 whole episodes
     assert middle["seek_apples"] > 0.3 > 2 * middle["seek"]
+    # seek_middle touches the middle object only.
+    env = make_vector("visualmatch_3", 2, seed=0)
+    games = [e.unwrapped for e in env.env.envs]
+    walked = collect(env, 200, ("vector", "reward", "is_first", "is_terminal"), 4, "seek_middle", seed=0)
+    env.close()
+    for w, game in enumerate(games):
+        colours = walked["touched"][w][walked["touch"][w]]
+        assert len(colours) >= 5 and {game.object_colours.index(COLOURS[c]) for c in colours} == {1}
 
     tmaze = make_vector("tmaze_passive_5", 1, seed=0)
     with pytest.raises(ValueError, match="Visual Match"):

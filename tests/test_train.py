@@ -179,7 +179,8 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path):
     # It also trains a fresh model on the run's stored steps (the first 80 env steps: 40 per
     # stream) and scores it on held-out seek windows only, as those steps carry no touch marks.
     probe_args = [sys.executable, str(ROOT / "benchmarks" / "reward_probe.py"), "--presets", "debug",
-                  "--task", "visualmatch_2", "--policy", "seek", "--envs", "2", "--holdout", "60",
+                  "--task", "visualmatch_2", "--policy", "seek_middle", "--holdout_policy", "seek",
+                  "--envs", "2", "--holdout", "60",
                   "--holdout_batches", "1", "--updates", "2", "--every", "1", "--out", str(tmp_path / "fresh")]
     # (--replay_grow 8: as the run met them, 8 env steps more per update.)
     probe = subprocess.run(probe_args + ["--replay", str(tmp_path), "--replay_steps", "0:80", "--replay_grow", "8"],
@@ -188,7 +189,7 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path):
     fresh = json.loads((tmp_path / "fresh.json").read_text())
     assert fresh["replay"] == str(tmp_path) and fresh["replay_streams"] == [2, 40]
     assert fresh["replay_grow"] == 8.0
-    assert fresh["holdout"] == [2, 60] and len(fresh["curve"]) == 2
+    assert fresh["holdout"] == [2, 60] and fresh["holdout_policy"] == "seek" and len(fresh["curve"]) == 2
     for row in fresh["curve"]:
         assert "loss/reward" in row and "reward/touches" not in row
         assert "heldout/loss/reward" in row and "heldout/reward/touches" in row
@@ -206,6 +207,9 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert probe.returncode != 0 and "has no replay/replay.json" in probe.stderr
     assert "Traceback" not in probe.stderr
+    probe = subprocess.run(probe_args + ["--policy", "random"], cwd=ROOT, env=environ(),
+                           capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 2 and "both must be seek policies" in probe.stderr
     # The suite confirms an evaluation at the target on more episodes of the checkpoint
     # (benchmarks/evaluate.py): a success rate with its 95% interval, recorded by its step.
     from benchmarks import suite
