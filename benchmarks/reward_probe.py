@@ -260,6 +260,18 @@ def collect(env, steps, keys, act_dim, policy="random", seed=0):
     return data
 
 
+def collect_parts(env, keys, act_dim, parts, seed=0):
+    """`collect` of consecutive (steps, policy) parts in the same envs, joined along the
+    steps; one run of the policy when every part has the same one (the data then equals
+    that of a single `collect`), else one per part, each from a reset of the envs (which
+    go on to new episodes) with the policy's draws seeded by ``seed``."""
+    parts = [(steps, policy) for steps, policy in parts if steps]
+    if len({policy for _, policy in parts}) == 1:
+        return collect(env, sum(steps for steps, _ in parts), keys, act_dim, parts[0][1], seed)
+    done = [collect(env, steps, keys, act_dim, policy, seed) for steps, policy in parts]
+    return {k: np.concatenate([part[k] for part in done], 1) for k in done[0]}
+
+
 def split(arrays: dict, at: int) -> tuple[dict, dict]:
     """Each (envs, steps, ...) array cut into its first ``at`` steps and the rest."""
     return {k: v[:, :at] for k, v in arrays.items()}, {k: v[:, at:] for k, v in arrays.items()}
@@ -326,12 +338,8 @@ def main():
     collected = 0 if args.replay is not None else args.steps
     held_policy = args.holdout_policy or args.policy
     try:
-        if held_policy == args.policy or not args.holdout:
-            data = collect(env, collected + args.holdout, agent.batch_keys, agent.act_dim, args.policy, config.seed)
-        else:  # the held-out steps follow the training ones in the same envs
-            parts = [collect(env, n, agent.batch_keys, agent.act_dim, policy, config.seed)
-                     for n, policy in ((collected, args.policy), (args.holdout, held_policy)) if n]
-            data = {k: np.concatenate([part[k] for part in parts], 1) for k in parts[-1]}
+        data = collect_parts(env, agent.batch_keys, agent.act_dim,
+                             [(collected, args.policy), (args.holdout, held_policy)], config.seed)
     except ValueError as error:
         raise SystemExit(str(error))
     finally:

@@ -42,7 +42,7 @@ def touches(stream: dict, places: tuple, final_reward: float) -> list[dict]:
     """One row per touch in a stream: its stream position, the place touched (0-2, the
     index of its colour in ``places``) and whether it paid. Raises ValueError when a
     final reward follows no touch found (the observations are not Visual Match's)."""
-    from env_wrappers.memory_rl import _RADIUS, COLOURS, EXPLORE_STEPS, MOVES, PALETTE, VIEW
+    from env_wrappers.memory_rl import COLOURS, EXPLORE_STEPS, MOVES, PALETTE, VIEW
 
     vector, reward = stream["vector"], stream["reward"]
     cells = vector.reshape(len(vector), 3, VIEW * VIEW).transpose(0, 2, 1)  # (steps, cells, rgb)
@@ -50,7 +50,8 @@ def touches(stream: dict, places: tuple, final_reward: float) -> list[dict]:
     for colour in COLOURS:
         colour_of[np.abs(cells - PALETTE[colour] / 255.0).max(-1) < 1e-3] = colour
     moves = np.array(MOVES)[stream["action"].argmax(-1)]
-    ahead = (_RADIUS + moves[:, 0]) * VIEW + _RADIUS + moves[:, 1]
+    centre = VIEW // 2  # the player's cell in its view
+    ahead = (centre + moves[:, 0]) * VIEW + centre + moves[:, 1]
     touched = colour_of[np.arange(len(vector)), ahead]
     cleared = ~(colour_of >= 0).any(1)
     # Steps since the episode began: the first room's last move also leaves the colour behind.
