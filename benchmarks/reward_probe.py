@@ -75,7 +75,7 @@ import optax  # noqa: E402
 from benchmarks.common import RESULTS, key_value, run_metadata, set_overrides, write_record  # noqa: E402
 from benchmarks.tmaze_visits import streams  # noqa: E402
 from env_wrappers import make_vector  # noqa: E402
-from env_wrappers.memory_rl import APPLE, COLOURS, EXPLORE_STEPS, VisualMatch  # noqa: E402
+from env_wrappers.memory_rl import APPLE, COLOURS, EXPLORE_STEPS, FINAL_REWARD, VisualMatch  # noqa: E402
 from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
 
@@ -345,7 +345,7 @@ def main():
     finally:
         env.close()
     marks = {k: data.pop(k) for k in ("touch", "episode_step", "cue", "touched") if k in data}
-    final = VisualMatch(1).final_reward  # the task's default, as make() builds it
+    final = FINAL_REWARD  # the task's default, as make() builds it
     if args.rule in ("cue", "object"):
         if not marks:
             raise SystemExit(f"--rule {args.rule} needs --policy seek on a Visual Match task")

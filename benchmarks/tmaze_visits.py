@@ -68,13 +68,20 @@ def episodes(stream: dict) -> list[dict]:
     return found
 
 
-def windows(per_stream: dict[int, list[dict]], every: int) -> list[dict]:
-    """One row per window of env steps, counting env steps over all streams."""
+def by_window(per_stream: dict[int, list[dict]], every: int) -> dict[int, list[dict]]:
+    """Rows with a stream "position", grouped by window index: window k holds env steps
+    [k * every, (k + 1) * every), counted over all streams."""
     count = len(per_stream)
     groups: dict[int, list[dict]] = {}
     for found in per_stream.values():
-        for episode in found:
-            groups.setdefault(episode["position"] * count // every, []).append(episode)
+        for row in found:
+            groups.setdefault(row["position"] * count // every, []).append(row)
+    return groups
+
+
+def windows(per_stream: dict[int, list[dict]], every: int) -> list[dict]:
+    """One row per window of env steps, counting env steps over all streams."""
+    groups = by_window(per_stream, every)
     rows = []
     for index in sorted(groups):
         group = groups[index]

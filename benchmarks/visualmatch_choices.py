@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import RESULTS, run_metadata, write_record  # noqa: E402
-from benchmarks.tmaze_visits import streams, window_args  # noqa: E402
+from benchmarks.tmaze_visits import by_window, streams, window_args  # noqa: E402
 from benchmarks.visualmatch_maps import instance_map  # noqa: E402
 
 PLACES = ("left", "middle", "right")
@@ -72,15 +72,9 @@ def touches(stream: dict, places: tuple, final_reward: float) -> list[dict]:
 
 def windows(per_stream: dict[int, list[dict]], episodes: dict[int, np.ndarray], every: int) -> list[dict]:
     """One row per window of `every` env steps counted over all streams."""
-    count = len(per_stream)
-    groups: dict[int, list[dict]] = {}
-    for found in per_stream.values():
-        for touch in found:
-            groups.setdefault(touch["position"] * count // every, []).append(touch)
-    begun: dict[int, int] = {}
-    for starts in episodes.values():
-        for index, n in zip(*np.unique(starts * count // every, return_counts=True)):
-            begun[int(index)] = begun.get(int(index), 0) + int(n)
+    groups = by_window(per_stream, every)
+    begun = {index: len(group) for index, group in by_window(
+        {w: [{"position": int(p)} for p in starts] for w, starts in episodes.items()}, every).items()}
     rows = []
     for index in sorted(set(groups) | set(begun)):
         group = groups.get(index, [])
@@ -105,12 +99,11 @@ def main(argv=None):
         parser.error(f"{args.run} trained {config.task!r}; this script reads visualmatch_<L> runs")
     if config.envs.obs not in ("", "vector"):
         parser.error(f"{args.run} trained on envs.obs {config.envs.obs!r}; this script reads vector observations")
-    from env_wrappers.memory_rl import VisualMatch
+    from env_wrappers.memory_rl import FINAL_REWARD
 
-    final = VisualMatch(1).final_reward  # the task's default, as make() builds it
     stored = streams(args.run / "replay")
     try:
-        per_stream = {w: touches(s, instance_map(config.task, config.seed + w, **env_kwargs(config)), final)
+        per_stream = {w: touches(s, instance_map(config.task, config.seed + w, **env_kwargs(config)), FINAL_REWARD)
                       for w, s in sorted(stored.items())}
     except ValueError as error:
         raise SystemExit(f"{args.run}: {error}")

@@ -73,6 +73,9 @@ NORTH, SOUTH, WEST, EAST = range(4)
 # Row and column steps of the actions 0 N, 1 S, 2 W, 3 E.
 MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
+# The final reward (the door, the matching colour) of both tasks unless an instance sets another.
+FINAL_REWARD = 5.0
+
 VIEW = 5
 _RADIUS = VIEW // 2
 EXPLORE_STEPS = 15
@@ -289,7 +292,7 @@ class KeyToDoor(_GridTask):
     """
 
     def __init__(self, distractor_steps: int, *, obs: str = "vector", image_size: int = 64,
-                 num_apples: int = 10, apple_reward: float = 1.0, final_reward: float = 5.0,
+                 num_apples: int = 10, apple_reward: float = 1.0, final_reward: float = FINAL_REWARD,
                  respawn_every: int = 20):
         super().__init__(distractor_steps, _REWARD_STEPS["keytodoor"], obs, image_size,
                          num_apples, apple_reward, final_reward, respawn_every)
@@ -347,7 +350,7 @@ class VisualMatch(_GridTask):
 
     def __init__(self, distractor_steps: int, *, seed: int | None = None, obs: str = "vector",
                  image_size: int = 64, num_apples: int = 10, apple_reward: float = 1.0,
-                 final_reward: float = 5.0, respawn_every: int = 20):
+                 final_reward: float = FINAL_REWARD, respawn_every: int = 20):
         super().__init__(distractor_steps, _REWARD_STEPS["visualmatch"], obs, image_size,
                          num_apples, apple_reward, final_reward, respawn_every)
         order = np.random.default_rng(seed).permutation(len(COLOURS))
