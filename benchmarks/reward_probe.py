@@ -75,7 +75,8 @@ import optax  # noqa: E402
 from benchmarks.common import RESULTS, key_value, run_metadata, set_overrides, write_record  # noqa: E402
 from benchmarks.tmaze_visits import streams  # noqa: E402
 from env_wrappers import make_vector  # noqa: E402
-from env_wrappers.memory_rl import APPLE, COLOURS, EXPLORE_STEPS, FINAL_REWARD, VisualMatch  # noqa: E402
+from env_wrappers.memory_rl import (  # noqa: E402
+    APPLE, COLOURS, EAST, EXPLORE_STEPS, FINAL_REWARD, MOVES, NORTH, SOUTH, WEST, VisualMatch)
 from recall2imagine.agent import Agent  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
 
@@ -192,8 +193,8 @@ def apple_action(game, rng):
     row, col = game.player
     d_row, d_col = apples[np.abs(apples - (row, col)).sum(1).argmin()] - (row, col)
     if d_row and (not d_col or rng.random() < 0.5):
-        return 0 if d_row < 0 else 1
-    return 2 if d_col < 0 else 3
+        return NORTH if d_row < 0 else SOUTH
+    return WEST if d_col < 0 else EAST
 
 
 def seek_action(game, goal, rng, apples=False):
@@ -210,11 +211,11 @@ def seek_action(game, goal, rng, apples=False):
     row, col = game.player
     goal_col = game.object_cells[goal][1]
     if row > 3 or col == goal_col:  # up through the gap, or up to the object
-        action, target = 0, (row - 1, col)
+        action = NORTH
     else:
-        action = 2 if col > goal_col else 3
-        target = (row, col - 1 if action == 2 else col + 1)
-    code = int(game.room[target])
+        action = WEST if col > goal_col else EAST
+    d_row, d_col = MOVES[action]
+    code = int(game.room[row + d_row, col + d_col])
     return action, COLOURS.index(code) if code in COLOURS else -1
 
 
@@ -345,12 +346,11 @@ def main():
     finally:
         env.close()
     marks = {k: data.pop(k) for k in ("touch", "episode_step", "cue", "touched") if k in data}
-    final = FINAL_REWARD  # the task's default, as make() builds it
     if args.rule in ("cue", "object"):
         if not marks:
             raise SystemExit(f"--rule {args.rule} needs --policy seek on a Visual Match task")
         colour = marks["cue"] if args.rule == "cue" else marks["touched"]
-        data["reward"] = np.where(marks["touch"], np.where(colour == 0, final, 0.0), data["reward"]).astype(np.float32)
+        data["reward"] = np.where(marks["touch"], np.where(colour == 0, FINAL_REWARD, 0.0), data["reward"]).astype(np.float32)
     elif args.rule != "task":
         data["reward"] = synthetic_reward(data, args.rule)
     batch, length = config.batch_size, config.batch_length
@@ -423,7 +423,7 @@ def main():
                for k in results[0][0] if k.startswith(("loss/", "reward/"))}
         if marks:
             rows = [touch_predictions(m, b["reward"], np.asarray(p)) for (b, m), (_, p) in zip(heldout, results)]
-            row.update(touch_metrics(np.concatenate(rows), final))
+            row.update(touch_metrics(np.concatenate(rows), FINAL_REWARD))
         return {f"heldout/{k}": v for k, v in row.items()}
 
     def grown(i):
@@ -444,7 +444,7 @@ def main():
             row.update({k: round(float(np.mean([h[k] for h in history[-args.every:]])), 4)
                         for k in history[-1] if k.startswith(("loss/", "reward/", "model/"))})
             if train_marks:
-                row.update(touch_metrics(np.concatenate(touches[-args.every:]), final))
+                row.update(touch_metrics(np.concatenate(touches[-args.every:]), FINAL_REWARD))
             if heldout:
                 row.update(heldout_row(params))
             curve.append(row)
