@@ -1,8 +1,8 @@
 """Greedy success of a Visual Match run's newest checkpoint on each colour-to-column map.
 
-Visual Match draws the colours of its three object columns once per env instance (from
-the instance's seed), so training sees only the maps of its `envs.amount` instances and
-every greedy evaluation plays a fresh instance. This script plays `--episodes` greedy
+Visual Match fixes the colours of its three object columns per env instance (map
+`seed % 6`), so training sees only the maps of its `envs.amount` instances (all six from
+six on) and every greedy evaluation plays a fresh instance. This script plays `--episodes` greedy
 episodes on one instance of each of the 6 maps and says which maps training saw: a policy
 that remembers the colour but learned where each colour stands only on the training maps
 succeeds there and fails elsewhere.

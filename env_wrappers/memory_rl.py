@@ -17,8 +17,9 @@ steps      ``apple_reward`` (1) and comes back ``respawn_every`` (20) steps late
            ``final_reward`` (5), once             hides all three (one choice)
 =========  =====================================  =======================================
 
-Visual Match's colour of each column is drawn once per env instance (from
-``seed``); the target colour is drawn every episode. Episodes last exactly
+Visual Match's colour of each column is fixed per env instance: one of the six
+``MAPS``, ``seed % 6`` (drawn when the seed is None); the target colour is drawn
+every episode. Episodes last exactly
 L + 25 (Key-to-Door) or L + 30 (Visual Match) steps and then terminate; the
 step that ends a phase returns the first observation of the next room. On the
 last step ``info["success"]`` says whether phase 3 paid any reward, and Key-to-Door's
@@ -46,6 +47,7 @@ and Visual Match's objects over it.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 
 import gymnasium
@@ -55,6 +57,7 @@ from gymnasium import spaces
 # Cell codes: indices into PALETTE.
 FLOOR, WALL, PLAYER, KEY, DOOR, APPLE, INDICATOR, RED, GREEN, BLUE = range(10)
 COLOURS = (RED, GREEN, BLUE)
+MAPS = tuple(itertools.permutations(COLOURS))  # the colour of each object column, left to right
 PALETTE = np.array([
     (204, 204, 204),  # floor, also outside the rooms
     (25, 25, 25),     # wall
@@ -343,8 +346,8 @@ class KeyToDoor(_GridTask):
 class VisualMatch(_GridTask):
     """Passive Visual Match with distractor length ``distractor_steps`` (L); L + 30 steps.
 
-    ``seed`` draws the instance's colour of each object column (None: fresh
-    entropy); ``object_colours`` holds it. Other args as for `KeyToDoor`
+    ``seed`` picks the instance's colour of each object column, ``MAPS[seed % 6]``
+    (None: a random map), and seeds the episodes; ``object_colours`` holds it. Other args as for `KeyToDoor`
     (final_reward is the target object's).
     """
 
@@ -353,8 +356,11 @@ class VisualMatch(_GridTask):
                  final_reward: float = FINAL_REWARD, respawn_every: int = 20):
         super().__init__(distractor_steps, _REWARD_STEPS["visualmatch"], obs, image_size,
                          num_apples, apple_reward, final_reward, respawn_every)
-        order = np.random.default_rng(seed).permutation(len(COLOURS))
-        self.object_colours = tuple(COLOURS[i] for i in order)
+        # Consecutive seeds cycle through the six maps, so any six training instances
+        # (seed + i) meet every map: an agent that learned where each colour stands on
+        # only some maps, instead of looking at the objects, fails on fresh instances.
+        index = np.random.default_rng().integers(len(MAPS)) if seed is None else seed % len(MAPS)
+        self.object_colours = MAPS[index]
         self._target = RED
         self._objects: list = []
 
