@@ -555,7 +555,24 @@ def test_keytodoor_cells_tells_a_fixed_route_from_where_the_key_lies():
             return action.argmax(-1)
 
     config = build_config(["cpu", "keytodoor"], {"task": "keytodoor_2"})
+    # A carry that counts the policy's steps and a stand-in critic that reads it: the apple
+    # room's first observation is the 16th (after the key room's 15 moves), the door room's
+    # the 18th (L = 2).
+    class Counting(North):
+        def initial_carry(self, n):
+            return 0
+
+        def policy(self, state, carry, inputs, key, mode):
+            return super().policy(state, carry, inputs, key, mode)[0], carry + 1
+
     episodes = [play(North(), None, config, seed) for seed in range(40)]
+    counted = [play(Counting(), None, config, seed, float) for seed in range(40)]
+    assert all(e["values"] == {} for e in episodes)
+    assert all(e["values"] == {1: 16, 2: 18} for e in counted)
+    assert [e["taken"] for e in counted] == [e["taken"] for e in episodes]
+    critic = summarise(counted)["critic_first_step"]
+    assert critic == {"apples_key": 16.0, "apples_no_key": 16.0, "apples_gap": 0.0,
+                      "door_key": 18.0, "door_no_key": 18.0, "door_gap": 0.0}
     for e in episodes:
         under_gap = 4 <= e["start"][1] <= 6  # the middle wall's gap: columns 4-6
         assert e["taken"] == (under_gap and e["key"][1] == e["start"][1])
@@ -563,6 +580,8 @@ def test_keytodoor_cells_tells_a_fixed_route_from_where_the_key_lies():
         assert e["end"] == ((1, e["start"][1]) if under_gap else (4, e["start"][1]))
         assert (e["step_taken"] is not None) == e["taken"]
     summary = summarise(episodes)
+    assert summary["critic_first_step"] == {"apples_key": None, "apples_no_key": None,
+                                            "door_key": None, "door_no_key": None}
     assert summary["on_the_start_cells_route"] == 1.0
     assert summary["key_taken"] == round(np.mean([e["taken"] for e in episodes]), 4)
     outer = [row for row in summary["key_cells"] if row["key"].endswith((",3", ",7"))]

@@ -164,7 +164,8 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path):
     assert sorted(row["map"] for row in record["maps"]) == sorted(
         "-".join(p) for p in itertools.permutations(["red", "green", "blue"]))
     assert all(0.0 <= row["success"] <= 1.0 and row["episodes"] == 1 for row in record["maps"])
-    assert 1 <= sum(row["trained_on"] for row in record["maps"]) <= record["training_instances"]
+    # Consecutive instance seeds play consecutive maps (seed % 6).
+    assert sum(row["trained_on"] for row in record["maps"]) == min(record["training_instances"], 6)
     assert record["checkpoint_env_step"] > 0
     # The reward probe scores the run's world model on touches without training it.
     probe = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reward_probe.py"), "--run", str(tmp_path),
