@@ -12,6 +12,9 @@ of episodes that took the key and the success of those: which half of the task f
 Reads <run>/scores.jsonl (one row per finished training episode: step, episode/score,
 episode/length, and episode/success and episode/key_taken where the task reports them) and writes
 benchmarks/results/episodes_<run name>.json and .csv (or --out), with the command.
+`--metrics KEY ...` adds, per window, the mean, least and greatest value that
+<run>/metrics.jsonl logged for each training metric (e.g. expl/bonus imag/reward
+retnorm/scale); a key the run never logged is refused with the keys it did log.
 """
 
 from __future__ import annotations
@@ -60,12 +63,26 @@ def windows(scores: list[dict], every: int, limit: int | None = None) -> list[di
     return rows
 
 
+def metric_windows(rows: list[dict], metrics: list[dict], keys: list[str], every: int) -> None:
+    """Adds to each window row `<key>` (mean), `<key>_min` and `<key>_max` of the metrics
+    logged in that window of env steps (None where none was)."""
+    for row in rows:
+        logged = [m for m in metrics if row["from_step"] <= m["step"] < row["to_step"]]
+        for key in keys:
+            values = [float(m[key]) for m in logged if key in m]
+            row[key] = mean(values)
+            row[f"{key}_min"] = round(min(values), 4) if values else None
+            row[f"{key}_max"] = round(max(values), 4) if values else None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a run directory (holding scores.jsonl)")
     parser.add_argument("--every", type=int, default=50_000, help="env steps per window")
     parser.add_argument("--limit", type=int, default=None,
                         help="the task's episode time limit: also count the episodes that ended sooner")
+    parser.add_argument("--metrics", nargs="+", default=[], metavar="KEY",
+                        help="metrics.jsonl keys to average per window too")
     parser.add_argument("--out", type=Path, default=None, help="output stem (default results/episodes_<run>)")
     args = parser.parse_args(argv)
     if args.every <= 0:
@@ -76,9 +93,17 @@ def main(argv=None) -> int:
     rows = windows(read_jsonl(path), args.every, args.limit)
     if not rows:
         parser.error(f"{path} holds no finished episodes yet")
+    if args.metrics:
+        logged_path = args.run / "metrics.jsonl"
+        logged = read_jsonl(logged_path) if logged_path.is_file() else []
+        known = sorted({key for m in logged for key in m} - {"step"})
+        unknown = [key for key in args.metrics if key not in known]
+        if unknown:
+            parser.error(f"{logged_path} logs no {', '.join(unknown)}; it logs: {', '.join(known) or 'nothing'}")
+        metric_windows(rows, logged, args.metrics, args.every)
     for row in rows:
         print("  ".join(f"{key} {value}" for key, value in row.items()), flush=True)
-    record = {"run": str(args.run), "every": args.every, "limit": args.limit, "windows": rows,
+    record = {"run": str(args.run), "every": args.every, "limit": args.limit, "metrics": args.metrics, "windows": rows,
               **run_metadata(["command", "date"], argv=["benchmarks/episodes.py", *(sys.argv[1:] if argv is None else argv)])}
     write_record(args.out or RESULTS / f"episodes_{args.run.name}", record, rows)
     return 0

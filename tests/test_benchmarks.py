@@ -269,6 +269,17 @@ def test_episodes_splits_a_runs_episodes_into_windows_and_counts_those_that_ende
     assert "key_taken" not in record["windows"][0]
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing")])
+    # Training metrics per window: mean, least and greatest; a key never logged is refused.
+    logged = [{"step": 50, "expl/bonus": 0.2, "imag/reward": 0.1}, {"step": 70, "expl/bonus": 0.4},
+              {"step": 150, "expl/bonus": 1.0}, {"step": 160, "loss/model": 3.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in logged))
+    assert main([str(run), "--every", "100", "--metrics", "expl/bonus", "imag/reward",
+                 "--out", str(tmp_path / "metrics")]) == 0
+    windows = json.loads((tmp_path / "metrics.json").read_text())["windows"]
+    assert [(w["expl/bonus"], w["expl/bonus_min"], w["expl/bonus_max"], w["imag/reward"]) for w in windows] == [
+        (0.3, 0.2, 0.4, 0.1), (1.0, 1.0, 1.0, None), (None, None, None, None)]
+    with pytest.raises(SystemExit):
+        main([str(run), "--metrics", "expl/bonuses"])
 
 
 def test_episode_windows_split_key_to_door_into_taking_the_key_and_opening_the_door():
