@@ -63,7 +63,7 @@ def windows(scores: list[dict], every: int, limit: int | None = None) -> list[di
     return rows
 
 
-def metric_windows(rows: list[dict], metrics: list[dict], keys: list[str], every: int) -> None:
+def metric_windows(rows: list[dict], metrics: list[dict], keys: list[str]) -> None:
     """Adds to each window row `<key>` (mean), `<key>_min` and `<key>_max` of the metrics
     logged in that window of env steps (None where none was)."""
     for row in rows:
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         unknown = [key for key in args.metrics if key not in known]
         if unknown:
             parser.error(f"{logged_path} logs no {', '.join(unknown)}; it logs: {', '.join(known) or 'nothing'}")
-        metric_windows(rows, logged, args.metrics, args.every)
+        metric_windows(rows, logged, args.metrics)
     for row in rows:
         print("  ".join(f"{key} {value}" for key, value in row.items()), flush=True)
     record = {"run": str(args.run), "every": args.every, "limit": args.limit, "metrics": args.metrics, "windows": rows,
