@@ -84,7 +84,9 @@ class Agent:
         dtype = jnp.dtype(config.jax.precision)
         # Each part gets its own slice of the config.
         self.wm = WorldModel(shapes, act_dim, config.part(*world_model.SLICE), dtype)
-        self.explorer = (Explorer(self.wm, act_dim, config.part(explore.OPTIONS))
+        env_steps_per_update = (config.batch_size * config.batch_length / config.run.train_ratio
+                                if config.run.train_ratio > 0 else float("inf"))
+        self.explorer = (Explorer(self.wm, act_dim, config.part(explore.OPTIONS), env_steps_per_update)
                          if config.expl.scale > 0 else None)
         self.behavior = Behavior(self.wm, self.discrete, act_dim, config.part(behavior.OPTIONS), dtype,
                                  self.explorer)
@@ -240,7 +242,7 @@ class Agent:
                 # The critic's loss on the replayed states reaches the world model: whatever
                 # the returns depend on (a key taken 40 steps ago) must be in the state.
                 targets = self.behavior.replay_targets(params["critic"], outs, batch,
-                                                       params.get("expl"))
+                                                       params.get("expl"), state["step"])
                 fit = self.behavior.replay_value_loss(params["critic"], outs, targets)
                 loss = loss + repval * fit
                 wm_metrics = {**wm_metrics, "loss/repval": fit,
@@ -267,7 +269,7 @@ class Agent:
         (_, (traj, returns, retnorm, actor_metrics)), grads = jax.value_and_grad(
             self.behavior.actor_loss, has_aux=True)(
             params["actor"], wm_params, params["critic"], state["retnorm"], start, actor_key,
-            expl_params)
+            expl_params, state["step"])
         actor_params, opt_actor = self._apply("actor", grads, params["actor"], opt["actor"],
                                               metrics)
         metrics.update(actor_metrics)

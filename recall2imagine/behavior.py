@@ -221,8 +221,10 @@ class Behavior:
         """A sampled action that keeps its gradient to the actor (backprop actor)."""
         return self.policy(actor_params, state).sample(key)
 
-    def actor_loss(self, actor_params, wm_params, critic_params, retnorm, start, key, expl_params=None):
-        """Imagines and scores with lambda-returns (plus the explorer's bonus when there is one).
+    def actor_loss(self, actor_params, wm_params, critic_params, retnorm, start, key, expl_params=None,
+                   step=None):
+        """Imagines and scores with lambda-returns (plus the explorer's bonus when there is one;
+        `step`, the update count, tells it whether `expl.until` has passed).
 
         Returns (loss, (traj, returns (H, N), updated retnorm state, metrics))."""
         c = self.config
@@ -233,7 +235,7 @@ class Behavior:
         reward = traj["reward"][1:]
         extra = {}
         if self.explorer is not None:
-            bonus = self.explorer.bonus(sg(expl_params), traj)
+            bonus = self.explorer.bonus(sg(expl_params), traj, step)
             reward = reward + bonus
             extra = {"expl/bonus": bonus.mean(), "expl/bonus_max": bonus.max()}
         returns = lambda_return(reward, value, traj["cont"][1:], self.discount, c.return_lambda)
@@ -260,7 +262,7 @@ class Behavior:
                    "retnorm/scale": scale, **extra}
         return loss, (sg(traj), sg(returns), retnorm, metrics)
 
-    def replay_targets(self, critic_params, outs, batch, expl_params=None):
+    def replay_targets(self, critic_params, outs, batch, expl_params=None, step=None):
         """(returns, mask) of `replay_return` for a batch's posterior states ``outs``.
 
         With an explorer its bonus joins the replayed rewards, as it joins the imagined ones:
@@ -272,7 +274,7 @@ class Behavior:
             time_major = lambda x: jnp.swapaxes(x, 0, 1)
             steps = {"deter": time_major(outs["deter"]), "stoch": time_major(outs["stoch"]),
                      "action": time_major(batch["action"])}
-            bonus = jnp.swapaxes(self.explorer.bonus(sg(expl_params), steps), 0, 1)  # t -> t+1
+            bonus = jnp.swapaxes(self.explorer.bonus(sg(expl_params), steps, step), 0, 1)  # t -> t+1
             reward = reward + jnp.pad(bonus, ((0, 0), (1, 0)))
         return replay_return(reward, value, batch["is_terminal"], batch["is_first"],
                              self.discount, self.config.return_lambda)

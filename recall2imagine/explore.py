@@ -10,9 +10,14 @@ that transition, so the actor is drawn to try it in the real environment; once t
 heads have seen it, the bonus fades.
 
 `expl.scale: 0` (the default, as in R2I) builds nothing and leaves the agent as it was.
+`expl.until: N` pays the bonus for the first N env steps only (counted as the updates the
+train ratio gives them; 0, the default: always). The ensemble keeps learning after that;
+only the bonus stops, so returns and the critic hold task reward alone from then on.
 """
 
 from __future__ import annotations
+
+import math
 
 import flax.linen as nn
 import jax
@@ -25,6 +30,7 @@ from recall2imagine.nets import sg
 INPUTS = ("deter", "stoch")
 OPTIONS = {
     "expl.scale": non_negative,  # 0 turns exploration off
+    "expl.until": non_negative,  # env steps with the bonus; 0: the whole run
     "expl.heads": positive, "expl.layers": positive, "expl.units": positive,
     "expl.act": one_of(*nets.ACTIVATIONS), "expl.norm": one_of(*nets.NORMS),
     "expl_opt.lr": positive, "expl_opt.eps": positive, "expl_opt.clip": positive,
@@ -65,11 +71,14 @@ class Ensemble(nn.Module):
 class Explorer:
     """The disagreement ensemble of a world model; pure functions of its params."""
 
-    def __init__(self, world_model, act_dim, config):
-        """config: this module's OPTIONS slice."""
+    def __init__(self, world_model, act_dim, config, env_steps_per_update: float = 1.0):
+        """config: this module's OPTIONS slice; env_steps_per_update: the train ratio's
+        (batch size x length / ratio), which turns `expl.until` into updates."""
         e = config.expl
         self.wm = world_model
         self.scale = e.scale
+        # The bonus is paid while the update count (the agent state's "step") is below this.
+        self.until_updates = int(math.ceil(e.until / env_steps_per_update)) if e.until > 0 else 0
         self.inputs = world_model.feature_names(INPUTS)
         self.size = world_model.stoch_shape[0] * world_model.stoch_shape[1]
         self.net = Ensemble(e.heads, e.layers, e.units, self.size, e.act, e.norm)
@@ -97,11 +106,15 @@ class Explorer:
         loss = (error * mask[None]).sum() / (error.shape[0] * jnp.maximum(mask.sum(), 1.0))
         return loss, {"loss/expl": loss}
 
-    def bonus(self, params, traj):
+    def bonus(self, params, traj, step=None):
         """Intrinsic reward of each imagined transition, (H, N) for steps 1..H.
 
-        traj: (H+1, N, ...) with deter, stoch and the action taken at each step.
+        traj: (H+1, N, ...) with deter, stoch and the action taken at each step; step: the
+        update count, against `expl.until` (None: the bonus is paid).
         """
         state = {k: traj[k][:-1] for k in ("deter", "stoch")}
         pred = self.net.apply(params, self._x(state, traj["action"][:-1]))
-        return self.scale * pred.var(0).mean(-1)
+        scale = self.scale
+        if self.until_updates and step is not None:
+            scale = jnp.where(step < self.until_updates, scale, 0.0)
+        return scale * pred.var(0).mean(-1)

@@ -222,7 +222,7 @@ ADDED = {"run.solved_score": (1.0, {"tmaze": 0.95}), "run.solved_evals": (0, {"t
              chunk=16, top_k=4, heads=4, width=128, across_episodes=False,
              time_encoding=True).items()},
          "hcam.n_layers": (2, {"tmaze": 1, "bsuite": 1}),
-         "hcam.max_chunks": (64, {"cpu": 8}), "loss_scales.repval": (0.0, {}),
+         "hcam.max_chunks": (64, {"cpu": 8}), "loss_scales.repval": (0.0, {}), "expl.until": (0, {}),
          "actent_kind": ("entropy", {"tmaze": "uniform", "bsuite": "uniform"})}
 # Preset values changed since: key -> {preset: new value}; DEFAULT: the preset no longer sets it.
 DEFAULT = object()

@@ -17,7 +17,9 @@ ACTIONS = gym.spaces.Discrete(3)
 
 @pytest.fixture(scope="module")
 def agent():
-    return Agent(SPACE, ACTIONS, build_config(["debug"], {"expl.scale": 1.0}))
+    # debug: batch 2 x 16 at train ratio 32, one env step per update, so the bonus is paid
+    # in updates 0 and 1 only.
+    return Agent(SPACE, ACTIONS, build_config(["debug"], {"expl.scale": 1.0, "expl.until": 2}))
 
 
 def transitions(batch=4, length=12, seed=0):
@@ -90,6 +92,28 @@ def test_agent_with_exploration_trains_its_ensemble_and_reports_the_bonus(agent)
     assert float(metrics["expl/bonus"]) > 0
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before, state["params"]["expl"])
     assert max(jax.tree.leaves(moved)) > 0
+    # expl.until (2 env steps = 2 updates here) has passed: no bonus, the ensemble still learns.
+    before = state["params"]["expl"]
+    state, metrics = agent.train(state, data, jax.random.PRNGKey(2))
+    assert float(metrics["expl/bonus"]) == 0.0 and float(metrics["expl/bonus_max"]) == 0.0
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before, state["params"]["expl"])
+    assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_expl_until_counts_env_steps_by_the_train_ratio_and_stops_the_bonus_there(agent):
+    config = lambda until, ratio: build_config(["debug"], {"expl.scale": 1.0, "expl.until": until,
+                                                           "run.train_ratio": ratio})
+    # 2 x 16 replayed steps per update: 10 env steps at ratio 8 earn 2.5 updates, so 3 pay.
+    assert Agent(SPACE, ACTIONS, config(10, 8.0)).explorer.until_updates == 3
+    assert Agent(SPACE, ACTIONS, config(0, 8.0)).explorer.until_updates == 0
+    params = agent.init(0)["params"]["expl"]
+    outs, action, _ = transitions(batch=2, length=5)
+    traj = {"deter": jnp.swapaxes(outs["deter"], 0, 1), "stoch": jnp.swapaxes(outs["stoch"], 0, 1),
+            "action": jnp.swapaxes(action, 0, 1)}
+    paid = np.asarray(agent.explorer.bonus(params, traj))
+    assert paid.min() > 0
+    np.testing.assert_array_equal(agent.explorer.bonus(params, traj, jnp.int32(1)), paid)
+    assert not np.asarray(agent.explorer.bonus(params, traj, jnp.int32(2))).any()
 
 
 def test_replayed_returns_include_the_bonus_of_each_replayed_transition(agent):
@@ -106,6 +130,9 @@ def test_replayed_returns_include_the_bonus_of_each_replayed_transition(agent):
              "is_terminal": jnp.zeros((2, 6), bool), "is_first": is_first, "action": action}
     plain = agent.behavior.replay_targets(params["critic"], outs, batch)
     with_bonus = agent.behavior.replay_targets(params["critic"], outs, batch, params["expl"])
+    # After expl.until (update 2 on): the replayed returns are the task's alone.
+    np.testing.assert_array_equal(agent.behavior.replay_targets(params["critic"], outs, batch, params["expl"],
+                                                                jnp.int32(2))[0], plain[0])
     steps = {"deter": jnp.swapaxes(outs["deter"], 0, 1), "stoch": jnp.swapaxes(outs["stoch"], 0, 1),
              "action": jnp.swapaxes(action, 0, 1)}
     bonus = np.asarray(agent.explorer.bonus(params["expl"], steps)).T  # (B, T-1): into t = 1..T-1
