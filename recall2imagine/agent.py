@@ -30,6 +30,13 @@ from recall2imagine.world_model import WorldModel
 MODES = ("train", "eval")
 
 
+def env_steps_per_update(config) -> float:
+    """Env steps that earn one update at the train ratio (replayed batch_size x batch_length
+    steps per update; inf at ratio 0, which trains nothing)."""
+    ratio = config.run.train_ratio
+    return config.batch_size * config.batch_length / ratio if ratio > 0 else float("inf")
+
+
 def _devices(indices, key, local=False):
     """Devices by index: global ones (training may span hosts) or this process's (acting)."""
     devices = jax.local_devices() if local else jax.devices()
@@ -84,9 +91,7 @@ class Agent:
         dtype = jnp.dtype(config.jax.precision)
         # Each part gets its own slice of the config.
         self.wm = WorldModel(shapes, act_dim, config.part(*world_model.SLICE), dtype)
-        env_steps_per_update = (config.batch_size * config.batch_length / config.run.train_ratio
-                                if config.run.train_ratio > 0 else float("inf"))
-        self.explorer = (Explorer(self.wm, act_dim, config.part(explore.OPTIONS), env_steps_per_update)
+        self.explorer = (Explorer(self.wm, act_dim, config.part(explore.OPTIONS), env_steps_per_update(config))
                          if config.expl.scale > 0 else None)
         self.behavior = Behavior(self.wm, self.discrete, act_dim, config.part(behavior.OPTIONS), dtype,
                                  self.explorer)

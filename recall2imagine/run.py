@@ -321,12 +321,13 @@ class Loop:
     def __init__(self, config, logdir, env, agent, replay, checkpoints, logger, stop):
         import jax
 
+        from recall2imagine.agent import env_steps_per_update
+
         self.jax = jax
         self.config, self.logdir, self.env, self.agent = config, logdir, env, agent
         self.replay, self.checkpoints, self.logger, self.stop = replay, checkpoints, logger, stop
         self.batch, self.length, self.amount = config.batch_size, config.batch_length, config.envs.amount
-        self.per_update = (self.batch * self.length / config.run.train_ratio
-                           if config.run.train_ratio > 0 else float("inf"))
+        self.per_update = env_steps_per_update(config)
         self.policy_key = jax.random.PRNGKey(config.seed + 1)
         self.train_key = jax.random.PRNGKey(config.seed + 2)
         # Jitted: op by op, each fold_in costs a quarter millisecond, one to three per env step.
