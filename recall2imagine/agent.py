@@ -5,6 +5,9 @@ State (a pytree of arrays, checkpointable):
    "opt": {"wm", "actor", "critic"},            optax states
    "retnorm": {"low", "high"},                  float32 scalars
    "step": int32 scalar}                        train steps taken
+With the exploration bonus, params and opt also hold "expl" (the ensemble); with its own
+critic (`expl.critic: separate`) params hold "expl_critic" and "slow_expl_critic", opt
+"expl_critic", and the state "expl_retnorm".
 Policy carry: {"core": SSM states (tuple of n_layers complex64 (N, P)) or GRU state
 (N, deter), "stoch": z_{t-1} (N, S, C), "action": a_{t-1} (N, A)}.
 
@@ -100,6 +103,10 @@ class Agent:
                      "critic": make_optimizer(config.critic_opt)}
         if self.explorer is not None:
             self.opts["expl"] = make_optimizer(config.expl_opt)
+        # The bonus's own critic (expl.critic: separate) learns as the task critic does.
+        self.expl_critic = self.explorer is not None and self.explorer.separate
+        if self.expl_critic:
+            self.opts["expl_critic"] = make_optimizer(config.critic_opt)
         self.batch_keys = self.wm.data_keys + ("action", "reward", "is_first", "is_terminal")
 
         self.train_devices = _devices(config.jax.train_devices, "jax.train_devices")
@@ -130,9 +137,15 @@ class Agent:
                   "slow_critic": jax.tree.map(jnp.copy, heads["critic"])}
         if self.explorer is not None:
             params["expl"] = self.explorer.init(jax.random.fold_in(key, 1), wm_params)
+        if self.expl_critic:
+            critic = self.behavior.init(jax.random.fold_in(key, 2), wm_params)["critic"]
+            params["expl_critic"] = critic
+            params["slow_expl_critic"] = jax.tree.map(jnp.copy, critic)
         state = {"params": params,
                  "opt": {k: self.opts[k].init(params[k]) for k in self.opts},
                  "retnorm": retnorm_init(), "step": jnp.zeros((), jnp.int32)}
+        if self.expl_critic:
+            state["expl_retnorm"] = retnorm_init()
         return state
 
     def param_shapes(self) -> dict:
@@ -271,10 +284,12 @@ class Agent:
             expl_params, opt_expl = self._apply("expl", grads, params["expl"], opt["expl"], metrics)
             metrics.update(expl_metrics)
 
-        (_, (traj, returns, retnorm, actor_metrics)), grads = jax.value_and_grad(
+        expl_critic = ((params["expl_critic"], state["expl_retnorm"]) if self.expl_critic
+                       else None)
+        (_, (traj, returns, retnorm, actor_metrics, expl)), grads = jax.value_and_grad(
             self.behavior.actor_loss, has_aux=True)(
             params["actor"], wm_params, params["critic"], state["retnorm"], start, actor_key,
-            expl_params, state["step"])
+            expl_params, state["step"], expl_critic)
         actor_params, opt_actor = self._apply("actor", grads, params["actor"], opt["actor"],
                                               metrics)
         metrics.update(actor_metrics)
@@ -287,8 +302,8 @@ class Agent:
         metrics.update(critic_metrics)
 
         c = self.config
-        slow = slow_update(params["slow_critic"], critic_params, c.slow_critic_fraction,
-                           state["step"] % c.slow_critic_update == 0)
+        due = state["step"] % c.slow_critic_update == 0
+        slow = slow_update(params["slow_critic"], critic_params, c.slow_critic_fraction, due)
         new_state = {"params": {"wm": wm_params, "actor": actor_params, "critic": critic_params,
                                 "slow_critic": slow},
                      "opt": {"wm": opt_wm, "actor": opt_actor, "critic": opt_critic},
@@ -296,6 +311,19 @@ class Agent:
         if self.explorer is not None:
             new_state["params"]["expl"] = expl_params
             new_state["opt"]["expl"] = opt_expl
+        if self.expl_critic:
+            # The bonus's critic: the same loss on the bonus's returns, its own slow copy.
+            expl_returns, new_state["expl_retnorm"] = expl
+            (_, expl_critic_metrics), grads = jax.value_and_grad(
+                self.behavior.critic_loss, has_aux=True)(
+                params["expl_critic"], params["slow_expl_critic"], traj, expl_returns)
+            new_state["params"]["expl_critic"], new_state["opt"]["expl_critic"] = self._apply(
+                "expl_critic", grads, params["expl_critic"], opt["expl_critic"], metrics)
+            new_state["params"]["slow_expl_critic"] = slow_update(
+                params["slow_expl_critic"], new_state["params"]["expl_critic"],
+                c.slow_critic_fraction, due)
+            metrics.update({f"expl_critic/{k.split('/')[-1]}": v
+                            for k, v in expl_critic_metrics.items()})
         return new_state, {k: v.astype(jnp.float32) for k, v in metrics.items()}
 
     def _apply(self, name, grads, params, opt_state, metrics):

@@ -222,27 +222,41 @@ class Behavior:
         return self.policy(actor_params, state).sample(key)
 
     def actor_loss(self, actor_params, wm_params, critic_params, retnorm, start, key, expl_params=None,
-                   step=None):
+                   step=None, expl_critic=None):
         """Imagines and scores with lambda-returns (plus the explorer's bonus when there is one;
         `step`, the update count, tells it whether `expl.until` has passed).
 
-        Returns (loss, (traj, returns (H, N), updated retnorm state, metrics))."""
+        expl_critic: (params, retnorm state) of the bonus's own critic (`expl.critic:
+        separate`); the bonus then has returns and an advantage of its own, added to the task
+        advantage at `expl.weight`, and stays out of the task returns.
+
+        Returns (loss, (traj, returns (H, N), updated retnorm state, metrics, expl)), where
+        expl is None or the bonus's (returns (H, N), updated retnorm state)."""
         c = self.config
         # REINFORCE needs no gradient through the rollout: keep it out of the graph.
         rollout_params = actor_params if self.grad == "backprop" else sg(actor_params)
         traj = self.imagine(wm_params, rollout_params, start, key)
+        cont = traj["cont"][1:]
         value = self.value(critic_params, traj).mean()
         reward = traj["reward"][1:]
-        extra = {}
+        extra, expl = {}, None
+        separate = self.explorer is not None and expl_critic is not None
         if self.explorer is not None:
             bonus = self.explorer.bonus(sg(expl_params), traj, step)
-            reward = reward + bonus
+            if not separate:
+                reward = reward + bonus
             extra = {"expl/bonus": bonus.mean(), "expl/bonus_max": bonus.max()}
-        returns = lambda_return(reward, value, traj["cont"][1:], self.discount, c.return_lambda)
-        retnorm = retnorm_update(retnorm, sg(returns), c.retnorm.decay, c.retnorm.perclo,
-                                 c.retnorm.perchi)
-        offset, scale = retnorm_stats(retnorm, c.retnorm.max)
-        advantage = (returns - offset) / scale - (value[:-1] - offset) / scale
+        returns = lambda_return(reward, value, cont, self.discount, c.return_lambda)
+        retnorm, advantage, scale = self._advantage(retnorm, returns, value)
+        if separate:
+            expl_value = self.value(expl_critic[0], traj).mean()
+            expl_returns = lambda_return(bonus, expl_value, cont, self.discount, c.return_lambda)
+            expl_retnorm, expl_advantage, expl_scale = self._advantage(expl_critic[1], expl_returns,
+                                                                       expl_value)
+            advantage = advantage + self.explorer.paid(step, self.explorer.weight) * expl_advantage
+            expl = (sg(expl_returns), expl_retnorm)
+            extra.update({"expl/return": expl_returns.mean(), "expl/value": expl_value.mean(),
+                          "expl/advantage": expl_advantage.mean(), "expl/retnorm_scale": expl_scale})
         dist = self.policy(actor_params, sg(traj))
         logpi = dist.log_prob(sg(traj["action"]))[:-1]
         entropy = dist.entropy()[:-1]
@@ -260,17 +274,27 @@ class Behavior:
                    "imag/cont": traj["cont"].mean(), "imag/advantage": advantage.mean(),
                    "retnorm/low": retnorm["low"], "retnorm/high": retnorm["high"],
                    "retnorm/scale": scale, **extra}
-        return loss, (sg(traj), sg(returns), retnorm, metrics)
+        return loss, (sg(traj), sg(returns), retnorm, metrics, expl)
+
+    def _advantage(self, retnorm, returns, value):
+        """(updated retnorm state, advantage (H, N) of `returns` over `value` in the returns'
+        normalised scale, that scale)."""
+        c = self.config
+        retnorm = retnorm_update(retnorm, sg(returns), c.retnorm.decay, c.retnorm.perclo,
+                                 c.retnorm.perchi)
+        offset, scale = retnorm_stats(retnorm, c.retnorm.max)
+        return retnorm, (returns - offset) / scale - (value[:-1] - offset) / scale, scale
 
     def replay_targets(self, critic_params, outs, batch, expl_params=None, step=None):
         """(returns, mask) of `replay_return` for a batch's posterior states ``outs``.
 
-        With an explorer its bonus joins the replayed rewards, as it joins the imagined ones:
-        the critic learns one value of the same states from both."""
+        With an explorer whose bonus shares the task critic (`expl.critic: shared`) the bonus
+        joins the replayed rewards, as it joins the imagined ones: the critic learns one value
+        of the same states from both."""
         outs = sg(outs)
         value = sg(self.value(critic_params, outs).mean())
         reward = batch["reward"]
-        if self.explorer is not None and expl_params is not None:
+        if self.explorer is not None and expl_params is not None and not self.explorer.separate:
             time_major = lambda x: jnp.swapaxes(x, 0, 1)
             steps = {"deter": time_major(outs["deter"]), "stoch": time_major(outs["stoch"]),
                      "action": time_major(batch["action"])}

@@ -13,6 +13,13 @@ heads have seen it, the bonus fades.
 `expl.until: N` pays the bonus for the first N env steps only (counted as the updates the
 train ratio gives them; 0, the default: always). The ensemble keeps learning after that;
 only the bonus stops, so returns and the critic hold task reward alone from then on.
+
+`expl.critic` says where the bonus goes. `shared` (the default) adds it to the task reward:
+one critic, one return normaliser. `separate` (DreamerV3's split of extrinsic and
+exploration critics) gives the bonus a critic and a return normaliser of its own. The actor's
+advantage is then the task advantage plus `expl.weight` times the bonus advantage, each
+normalised by its own returns. The task critic never sees the bonus, so its values stay
+right when the bonus fades or stops, and the bonus cannot widen the task returns' scale.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ INPUTS = ("deter", "stoch")
 OPTIONS = {
     "expl.scale": non_negative,  # 0 turns exploration off
     "expl.until": non_negative,  # env steps with the bonus; 0: the whole run
+    "expl.critic": one_of("shared", "separate"),  # the bonus's own critic or the task's
+    "expl.weight": non_negative,  # the bonus advantage's weight (expl.critic: separate)
     "expl.heads": positive, "expl.layers": positive, "expl.units": positive,
     "expl.act": one_of(*nets.ACTIVATIONS), "expl.norm": one_of(*nets.NORMS),
     "expl_opt.lr": positive, "expl_opt.eps": positive, "expl_opt.clip": positive,
@@ -79,6 +88,8 @@ class Explorer:
         self.scale = e.scale
         # The bonus is paid while the update count (the agent state's "step") is below this.
         self.until_updates = int(math.ceil(e.until / env_steps_per_update)) if e.until > 0 else 0
+        self.separate = e.critic == "separate"
+        self.weight = e.weight
         self.inputs = world_model.feature_names(INPUTS)
         self.size = world_model.stoch_shape[0] * world_model.stoch_shape[1]
         self.net = Ensemble(e.heads, e.layers, e.units, self.size, e.act, e.norm)
@@ -114,7 +125,10 @@ class Explorer:
         """
         state = {k: traj[k][:-1] for k in ("deter", "stoch")}
         pred = self.net.apply(params, self._x(state, traj["action"][:-1]))
-        scale = self.scale
+        return self.paid(step, self.scale) * pred.var(0).mean(-1)
+
+    def paid(self, step, value):
+        """`value` while the bonus is paid at update `step` (None: paid), else 0."""
         if self.until_updates and step is not None:
-            scale = jnp.where(step < self.until_updates, scale, 0.0)
-        return scale * pred.var(0).mean(-1)
+            return jnp.where(step < self.until_updates, value, 0.0)
+        return value

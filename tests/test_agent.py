@@ -217,7 +217,7 @@ def test_the_uniform_actor_regulariser_pushes_a_ruled_out_action_back_and_needs_
         loss = lambda actor_params: behavior.actor_loss(
             actor_params, params["wm"], params["critic"], trained[1]["retnorm"], starts,
             jax.random.PRNGKey(1))
-        grads, (_, _, _, metrics[kind]) = jax.jit(jax.grad(loss, has_aux=True))(actor)
+        grads, (_, _, _, metrics[kind], _) = jax.jit(jax.grad(loss, has_aux=True))(actor)
         pulls[kind] = -float(bias(grads)[1])
     assert pulls["uniform"] > 1.0 and abs(pulls["entropy"]) < 1e-3, pulls
     assert "actor/uniform_ce" in metrics["uniform"] and "actor/uniform_ce" not in metrics["entropy"]

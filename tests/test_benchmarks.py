@@ -404,7 +404,8 @@ def test_suite_starts_over_an_entry_whose_presets_changed_and_keeps_the_old_reco
     # A key added since, at its neutral default, leaves old digests valid; any other value does not.
     for key, neutral in suite.NEUTRAL_DEFAULTS.items():
         assert suite.config_digest(replace(entry, args=(*entry.args, f"--{key}", str(neutral))), 0) == digest
-        other = str(neutral + 3)  # of the key's own type (expl.until takes an int)
+        # A changed value of the key's own type (expl.until takes an int, expl.critic a name).
+        other = "separate" if key == "expl.critic" else str(neutral + 3)
         assert suite.config_digest(replace(entry, args=(*entry.args, f"--{key}", other)), 0) != digest
     # train.py is replaced by a process that ends at once: the suite records it as finished.
     started = []

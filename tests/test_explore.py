@@ -168,3 +168,76 @@ def test_changing_the_ensemble_of_a_run_that_explores_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"(?s)params/expl/.*expl\.units: saved 16, now 8") as error:
         resume({"expl.scale": 1.0}, {"expl.scale": 1.0, "expl.units": 8}, tmp_path)
     assert "expl.scale" not in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def separate():
+    """The module's agent with the bonus's own critic (bonus paid in updates 0 and 1)."""
+    return Agent(SPACE, ACTIONS, build_config(["debug"], {"expl.scale": 1.0, "expl.until": 2,
+                                                          "expl.critic": "separate"}))
+
+
+def replayed(seed=0):
+    rng = np.random.default_rng(seed)
+    data = {"vector": rng.uniform(-1, 1, (2, 16, 3)).astype(np.float32),
+            "action": np.eye(3, dtype=np.float32)[rng.integers(0, 3, (2, 16))],
+            "reward": rng.normal(size=(2, 16)).astype(np.float32),
+            "is_first": np.zeros((2, 16), bool), "is_terminal": np.zeros((2, 16), bool)}
+    data["is_first"][:, 0] = True
+    return data
+
+
+def test_a_separate_bonus_critic_learns_the_bonus_returns_and_stays_out_of_the_task_returns(separate):
+    from recall2imagine.behavior import Behavior, imagination_starts, lambda_return
+
+    state = separate.init(0)
+    params = state["params"]
+    assert {"expl_critic", "slow_expl_critic"} <= set(params) and "expl_retnorm" in state
+    data = replayed()
+    outs = separate.wm.loss(params["wm"], separate._checked(jax.tree.map(jnp.asarray, data)),
+                            jax.random.PRNGKey(0))[1][0]
+    starts = imagination_starts(outs, jnp.asarray(data["is_terminal"]))
+    behavior = separate.behavior
+    expl_critic = (params["expl_critic"], state["expl_retnorm"])
+    loss = jax.jit(lambda actor, step: behavior.actor_loss(
+        actor, params["wm"], params["critic"], state["retnorm"], starts, jax.random.PRNGKey(1),
+        params["expl"], step, expl_critic))
+    value, (traj, returns, _, _, (expl_returns, _)) = loss(params["actor"], jnp.int32(0))
+    # The task returns hold the world model's reward alone; the bonus has returns of its own.
+    discount, lam = behavior.discount, separate.config.return_lambda
+    task_value = behavior.value(params["critic"], traj).mean()
+    np.testing.assert_allclose(returns, lambda_return(traj["reward"][1:], task_value, traj["cont"][1:],
+                                                      discount, lam), rtol=1e-5, atol=1e-6)
+    bonus = separate.explorer.bonus(params["expl"], traj)
+    assert float(bonus.min()) > 0
+    expl_value = behavior.value(params["expl_critic"], traj).mean()
+    np.testing.assert_allclose(expl_returns, lambda_return(bonus, expl_value, traj["cont"][1:], discount, lam),
+                               rtol=1e-5, atol=1e-6)
+    # The bonus's advantage moves the actor's loss while it is paid, and not after expl.until.
+    alone = Behavior(separate.wm, True, 3, behavior.config)  # the same heads, no explorer
+    plain, _ = jax.jit(lambda actor: alone.actor_loss(
+        actor, params["wm"], params["critic"], state["retnorm"], starts, jax.random.PRNGKey(1)))(params["actor"])
+    assert abs(float(value) - float(plain)) > 1e-6
+    after, _ = loss(params["actor"], jnp.int32(2))
+    np.testing.assert_allclose(float(after), float(plain), rtol=1e-6)
+    # The replayed returns of the task critic do not carry the bonus either.
+    batch = {"reward": jnp.asarray(data["reward"]), "is_terminal": jnp.asarray(data["is_terminal"]),
+             "is_first": jnp.asarray(data["is_first"]), "action": jnp.asarray(data["action"])}
+    np.testing.assert_array_equal(behavior.replay_targets(params["critic"], outs, batch, params["expl"])[0],
+                                  behavior.replay_targets(params["critic"], outs, batch)[0])
+
+    before = params["expl_critic"]
+    state, metrics = separate.train(state, data, jax.random.PRNGKey(0))
+    assert {"expl/return", "expl/advantage", "expl/retnorm_scale", "expl_critic/fit",
+            "grad_norm/expl_critic"} <= set(metrics)
+    assert float(metrics["expl/return"]) > 0
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before, state["params"]["expl_critic"])
+    assert max(jax.tree.leaves(moved)) > 0
+    assert float(state["expl_retnorm"]["high"]) > 0
+
+
+def test_switching_the_bonus_to_its_own_critic_in_an_existing_run_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"(?s)params/expl_critic/.*expl\.critic: saved 'shared', now 'separate'"):
+        resume({"expl.scale": 1.0}, {"expl.scale": 1.0, "expl.critic": "separate"}, tmp_path)
+    resume({"expl.scale": 1.0, "expl.critic": "separate"},
+           {"expl.scale": 1.0, "expl.critic": "separate", "expl.weight": 0.1}, tmp_path)
