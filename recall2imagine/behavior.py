@@ -240,7 +240,10 @@ class Behavior:
         value = self.value(critic_params, traj).mean()
         reward = traj["reward"][1:]
         extra, expl = {}, None
-        separate = self.explorer is not None and expl_critic is not None
+        separate = self.explorer is not None and self.explorer.separate
+        if separate and expl_critic is None:
+            raise ValueError("expl.critic is 'separate': actor_loss needs expl_critic, the bonus "
+                             "critic's (params, retnorm state)")
         if self.explorer is not None:
             bonus = self.explorer.bonus(sg(expl_params), traj, step)
             if not separate:
