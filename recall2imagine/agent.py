@@ -294,16 +294,12 @@ class Agent:
                                               metrics)
         metrics.update(actor_metrics)
 
-        (_, critic_metrics), grads = jax.value_and_grad(self.behavior.critic_loss, has_aux=True)(
-            params["critic"], params["slow_critic"], traj, returns,
+        due = state["step"] % self.config.slow_critic_update == 0
+        critic_params, slow, opt_critic, critic_metrics = self._critic_step(
+            "critic", params, opt, traj, returns, due, metrics,
             None if replay_targets is None else (outs, replay_targets))
-        critic_params, opt_critic = self._apply("critic", grads, params["critic"],
-                                                opt["critic"], metrics)
         metrics.update(critic_metrics)
 
-        c = self.config
-        due = state["step"] % c.slow_critic_update == 0
-        slow = slow_update(params["slow_critic"], critic_params, c.slow_critic_fraction, due)
         new_state = {"params": {"wm": wm_params, "actor": actor_params, "critic": critic_params,
                                 "slow_critic": slow},
                      "opt": {"wm": opt_wm, "actor": opt_actor, "critic": opt_critic},
@@ -314,17 +310,22 @@ class Agent:
         if self.expl_critic:
             # The bonus's critic: the same loss on the bonus's returns, its own slow copy.
             expl_returns, new_state["expl_retnorm"] = expl
-            (_, expl_critic_metrics), grads = jax.value_and_grad(
-                self.behavior.critic_loss, has_aux=True)(
-                params["expl_critic"], params["slow_expl_critic"], traj, expl_returns)
-            new_state["params"]["expl_critic"], new_state["opt"]["expl_critic"] = self._apply(
-                "expl_critic", grads, params["expl_critic"], opt["expl_critic"], metrics)
-            new_state["params"]["slow_expl_critic"] = slow_update(
-                params["slow_expl_critic"], new_state["params"]["expl_critic"],
-                c.slow_critic_fraction, due)
+            (new_state["params"]["expl_critic"], new_state["params"]["slow_expl_critic"],
+             new_state["opt"]["expl_critic"], expl_critic_metrics) = self._critic_step(
+                "expl_critic", params, opt, traj, expl_returns, due, metrics)
             metrics.update({f"expl_critic/{k.split('/')[-1]}": v
                             for k, v in expl_critic_metrics.items()})
         return new_state, {k: v.astype(jnp.float32) for k, v in metrics.items()}
+
+    def _critic_step(self, name, params, opt, traj, returns, due, metrics, replay=None):
+        """Critic `name`'s update on `returns` (and `replay`), then its slow copy
+        "slow_<name>"'s EMA step where `due`: (critic params, slow params, opt state, loss metrics)."""
+        slow_name = f"slow_{name}"
+        (_, loss_metrics), grads = jax.value_and_grad(self.behavior.critic_loss, has_aux=True)(
+            params[name], params[slow_name], traj, returns, replay)
+        critic, opt_state = self._apply(name, grads, params[name], opt[name], metrics)
+        slow = slow_update(params[slow_name], critic, self.config.slow_critic_fraction, due)
+        return critic, slow, opt_state, loss_metrics
 
     def _apply(self, name, grads, params, opt_state, metrics):
         metrics[f"grad_norm/{name}"] = optax.tree.norm(grads)
