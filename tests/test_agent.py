@@ -203,8 +203,8 @@ def test_the_uniform_actor_regulariser_pushes_a_ruled_out_action_back_and_needs_
     params = trained[1]["params"]
     wm = agent.wm
     data = agent._checked({k: jnp.asarray(batch[k]) for k in agent.batch_keys})
-    starts = imagination_starts(wm.loss(params["wm"], data, jax.random.PRNGKey(0))[1][0],
-                                data["is_terminal"])
+    outs = jax.jit(lambda wm_params: wm.loss(wm_params, data, jax.random.PRNGKey(0))[1][0])(params["wm"])
+    starts = imagination_starts(outs, data["is_terminal"])  # (jitted: op by op took seconds)
     is_out_bias = lambda path: all(part in jax.tree_util.keystr(path) for part in ("out", "bias"))
     actor = jax.tree_util.tree_map_with_path(  # output bias: +30 for action 0
         lambda path, x: x.at[0].add(30.0) if is_out_bias(path) else x, params["actor"])

@@ -248,7 +248,7 @@ def test_gathered_and_dense_reads_agree_in_outputs_and_gradients(params, data, s
     loss = lambda core: lambda p, x: (core.apply(p, x, reset, state)[0] ** 2).sum()
     grads = [jax.jit(jax.grad(loss(core), argnums=(0, 1)))(params, u) for core in (dense, gathered)]
     assert_trees_close(grads[0], grads[1], atol=1e-4)
-    np.testing.assert_allclose(dense.apply(params, u, reset)[0], jitted("base")[0](params, u, reset)[0],
+    np.testing.assert_allclose(jax.jit(dense.apply)(params, u, reset)[0], jitted("base")[0](params, u, reset)[0],
                                atol=1e-5)
     # auto gathers from T >= 4 top_k C; top_k 0 always reads densely.
     assert gathers("auto", 2, 4, 32) and not gathers("auto", 2, 4, 31)

@@ -88,7 +88,8 @@ def test_observe_equals_obs_step_loop_with_resets_inside(ssm_type):
 
     for name in ("deter", "stoch", "post_logits", "prior_logits"):
         np.testing.assert_allclose(outs[name], stepped[name], atol=2e-5, rtol=2e-5, err_msg=name)
-    seq_cores = wm.core_states(params, outs["core"], None, T)  # every step's core state
+    # Every step's core state (jitted: op by op, HCAM's read-out took seconds).
+    seq_cores = jax.jit(wm.core_states, static_argnums=(3,))(params, outs["core"], None, T)
     step_cores = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), stepped["core"])
     for seq_core, step_core in zip(jax.tree.leaves(seq_cores), jax.tree.leaves(step_cores)):
         np.testing.assert_allclose(seq_core, step_core, atol=2e-5, rtol=2e-5)
