@@ -306,13 +306,13 @@ def test_memory_presets_resolve_and_keep_whole_episodes_in_a_training_sequence(n
     assert config.batch_length >= longest
     # Key-to-Door shares Visual Match's settings through the YAML anchor, the exploration bonus
     # that both need (0 in R2I's defaults) included; its own: four instances (no colour maps)
-    # and the bonus for the first 200k env steps.
+    # (and both the bonus for the first 200k env steps only).
     if task == "keytodoor_30":
         other = validate(build_config(["cpu", "visualmatch"])).flat()
-        own = {"task", "envs.amount", "expl.until"}
+        own = {"task", "envs.amount"}
         assert {k for k, v in config.flat().items() if other[k] != v} == own
         assert (config.envs.amount, config.expl.until, other["envs.amount"], other["expl.until"]) == (
-            4, 200000, 6, 0)
+            4, 200000, 6, 200000)
         assert config.expl.scale > 0 and validate(build_config(["cpu"])).expl.scale == 0
 
 
