@@ -305,8 +305,8 @@ def test_memory_presets_resolve_and_keep_whole_episodes_in_a_training_sequence(n
                "gym_minigrid:MiniGrid-MemoryS7-v0": 245}[task]
     assert config.batch_length >= longest
     # Key-to-Door shares Visual Match's settings through the YAML anchor, the exploration bonus
-    # that both need (0 in R2I's defaults) included; its own: four instances (no colour maps)
-    # (and both the bonus for the first 200k env steps only).
+    # that both need (0 in R2I's defaults) and its stop at 200k env steps included; its own:
+    # four instances (no colour maps).
     if task == "keytodoor_30":
         other = validate(build_config(["cpu", "visualmatch"])).flat()
         own = {"task", "envs.amount"}
