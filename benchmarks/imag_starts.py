@@ -42,7 +42,8 @@ def measure(fraction, args):
     config = build_config(args.presets, {"imag_starts": fraction})
     agent = Agent(observation_space(["vector"], args.obs_dim), gym.spaces.Discrete(ACTIONS), config)
     state = agent.init(0)
-    batch = synthetic_batch(config.batch_size, config.batch_length)
+    # As a run replays them: batch_size rows per world-model update (run.model_updates).
+    batch = synthetic_batch(config.batch_size * config.run.model_updates, config.batch_length)
     batch["vector"] = np.resize(batch["vector"], batch["vector"].shape[:2] + (args.obs_dim,))
     first, times = timed(lambda i: agent.train(state, batch, jax.random.PRNGKey(i))[1], args.steps)
     starts = max(1, round(fraction * config.batch_size * config.batch_length))

@@ -104,8 +104,9 @@ def measure(ssm_type, length, args):
     keys = observation_keys(config)
     agent = Agent(observation_space(keys), gym.spaces.Discrete(ACTIONS), config)
     state = agent.init(0)
-    batch = synthetic_batch(batch_count, length, keys)
-    arrays = {k: jax.numpy.asarray(batch[k]) for k in agent.batch_keys}
+    # As a run replays them: batch_count rows per world-model update (run.model_updates).
+    batch = synthetic_batch(batch_count * config.run.model_updates, length, keys)
+    arrays = {k: jax.numpy.asarray(batch[k][:batch_count]) for k in agent.batch_keys}  # one update's rows
     wm_grad = jax.jit(jax.grad(lambda p, b, k: agent.wm.loss(p, b, k)[0]))
     if args.compile_only:
         first, wm_first = compile_times(agent, wm_grad, state, batch, arrays)

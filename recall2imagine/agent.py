@@ -215,7 +215,8 @@ class Agent:
     # --------------------------------------------------------------- training
 
     def train(self, state, batch, key):
-        """One world-model + actor-critic update on a (B, T, ...) batch.
+        """One world-model + actor-critic update on a (B, T, ...) batch (with run.model_updates
+        K > 1: K world-model updates, the first K - 1 alone, each on B / K of the rows).
 
         Returns (new state, metrics: dict of float32 scalars, one per loss term
         "loss/<obs key>", "loss/reward", "loss/cont", "loss/dyn", "loss/rep",
@@ -245,22 +246,19 @@ class Agent:
         state, key = _to_global((state, key), self._replicated)
         return state, batch, key
 
-    def _train_step(self, state, batch, key):
-        params, opt = state["params"], state["opt"]
-        batch = self._checked(batch)
-        wm_key, actor_key, start_key = jax.random.split(key, 3)
-        metrics = {}
-
+    def _wm_step(self, params, opt_wm, wm_params, batch, key, step, metrics):
+        """One world-model update on `batch`: (new wm params, opt state, posterior outputs,
+        replay value targets (None without repval), loss metrics)."""
         repval = self.config.loss_scales.repval
 
         def wm_objective(wm_params):
-            loss, (outs, wm_metrics) = self.wm.loss(wm_params, batch, wm_key)
+            loss, (outs, wm_metrics) = self.wm.loss(wm_params, batch, key)
             targets = None
             if repval > 0:
                 # The critic's loss on the replayed states reaches the world model: whatever
                 # the returns depend on (a key taken 40 steps ago) must be in the state.
                 targets = self.behavior.replay_targets(params["critic"], outs, batch,
-                                                       params.get("expl"), state["step"])
+                                                       params.get("expl"), step)
                 fit = self.behavior.replay_value_loss(params["critic"], outs, targets)
                 loss = loss + repval * fit
                 wm_metrics = {**wm_metrics, "loss/repval": fit,
@@ -268,9 +266,51 @@ class Agent:
                               / jnp.maximum(targets[1].sum(), 1.0)}
             return loss, (outs, targets, wm_metrics)
 
-        (_, (outs, replay_targets, wm_metrics)), grads = jax.value_and_grad(
-            wm_objective, has_aux=True)(params["wm"])
-        wm_params, opt_wm = self._apply("wm", grads, params["wm"], opt["wm"], metrics)
+        (_, (outs, targets, wm_metrics)), grads = jax.value_and_grad(
+            wm_objective, has_aux=True)(wm_params)
+        wm_params, opt_wm = self._apply("wm", grads, wm_params, opt_wm, metrics)
+        return wm_params, opt_wm, outs, targets, wm_metrics
+
+    def _model_only_steps(self, params, opt_wm, batch, key, step):
+        """run.model_updates > 1: the batch's rows are model_updates groups of equal size
+        (row b * K + k is group k's row b: each device's rows hold whole groups); groups 0 to
+        K - 2 each train the world model alone, in turn. Returns (wm params, opt state, the
+        last group's batch, their mean model loss or None)."""
+        groups = self.config.run.model_updates
+        if groups == 1:
+            return params["wm"], opt_wm, batch, None
+        rows = batch["is_first"].shape[0]
+        assert rows % groups == 0, (
+            f"with run.model_updates {groups} a batch needs a multiple of {groups} rows, got {rows}")
+        grouped = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(rows // groups, groups, *x.shape[1:]), 0, 1),
+                               batch)
+
+        def model_step(carry, inputs):
+            wm_params, opt_state = carry
+            part, part_key = inputs
+            wm_params, opt_state, _, _, wm_metrics = self._wm_step(
+                params, opt_state, wm_params, part, part_key, step, {})
+            return (wm_params, opt_state), wm_metrics["loss/model"]
+
+        extra = jax.tree.map(lambda x: x[:-1], grouped)
+        keys = jax.random.split(key, groups - 1)
+        (wm_params, opt_wm), losses = jax.lax.scan(model_step, (params["wm"], opt_wm), (extra, keys))
+        return wm_params, opt_wm, jax.tree.map(lambda x: x[-1], grouped), losses.mean()
+
+    def _train_step(self, state, batch, key):
+        params, opt = state["params"], state["opt"]
+        batch = self._checked(batch)
+        wm_key, actor_key, start_key = jax.random.split(key, 3)
+        extra_key = jax.random.fold_in(wm_key, 1)
+        metrics = {}
+
+        # run.model_updates - 1 world-model updates alone, then one with the actor-critic.
+        wm_params, opt_wm, batch, extra_loss = self._model_only_steps(
+            params, opt["wm"], batch, extra_key, state["step"])
+        if extra_loss is not None:
+            metrics["loss/model_only"] = extra_loss
+        wm_params, opt_wm, outs, replay_targets, wm_metrics = self._wm_step(
+            params, opt_wm, wm_params, batch, wm_key, state["step"], metrics)
         metrics.update(wm_metrics)
 
         length = batch["is_first"].shape[1]

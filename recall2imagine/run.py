@@ -37,7 +37,8 @@ OPTIONS = {
     "jax.policy_devices": ANY, "jax.train_devices": ANY,
     "jax.distributed": ANY, "jax.coordinator_address": ANY,
     "jax.num_processes": positive, "jax.process_id": non_negative,
-    "run.steps": positive, "run.train_ratio": non_negative, "run.train_fill": non_negative,
+    "run.steps": positive, "run.train_ratio": non_negative, "run.model_updates": positive,
+    "run.train_fill": non_negative,
     "run.log_every": non_negative, "run.save_every": non_negative, "run.eval_every": non_negative,
     "run.eval_eps": positive, "run.keep_ckpts": positive,
     # Stop once greedy evaluation's solved_metric (the mean return, or the fraction of episodes
@@ -328,6 +329,8 @@ class Loop:
         self.replay, self.checkpoints, self.logger, self.stop = replay, checkpoints, logger, stop
         self.batch, self.length, self.amount = config.batch_size, config.batch_length, config.envs.amount
         self.per_update = env_steps_per_update(config)
+        # Each update replays batch_size rows per world-model update (run.model_updates).
+        self.rows = config.batch_size * config.run.model_updates
         self.policy_key = jax.random.PRNGKey(config.seed + 1)
         self.train_key = jax.random.PRNGKey(config.seed + 2)
         # Jitted: op by op, each fold_in costs a quarter millisecond, one to three per env step.
@@ -412,7 +415,7 @@ class Loop:
         self.counters["credit"] += self.amount
         while self.counters["credit"] >= self.per_update and not self.stop.requested:
             key = self.fold_in(self.train_key, np.uint32(self.counters["updates"] % 2**32))
-            new_state, metrics = self.agent.train(self.state, self.replay.sample(self.batch, self.length), key)
+            new_state, metrics = self.agent.train(self.state, self.replay.sample(self.rows, self.length), key)
             metrics = self.jax.device_get(metrics)
             try:
                 _check_finite(metrics, self.counters["step"])

@@ -278,6 +278,35 @@ def test_the_replay_value_loss_trains_the_sequence_core_and_only_when_on(agent, 
     assert "loss/repval" not in agent.train(agent.init(0), batch, jax.random.PRNGKey(0))[1]
 
 
+def test_model_updates_train_the_world_model_alone_on_each_group_then_with_the_actor_critic(agent):
+    """run.model_updates 2: row b * 2 + k of a 4-row batch is group k's row b; the update
+    equals a world-model step alone on group 0 followed by the one-update step on group 1."""
+    twice = Agent(OBS_SPACE, gym.spaces.Discrete(2), build_config(["debug"], {**FAST, "run.model_updates": 2}))
+    state, rows, key = twice.init(0), memory_batch(4, 16, 8, seed=1), jax.random.PRNGKey(5)
+    new_state, metrics = twice.train(state, rows, key)
+    assert "loss/model_only" in metrics and np.isfinite(float(metrics["loss/model_only"]))
+
+    # By hand: the same initial state (same seed, same shapes), group 0's rows 0 and 2 train the
+    # world model alone with the key the step derives for it, then group 1's rows 1 and 3 the rest.
+    group = lambda k: {name: value[k::2] for name, value in rows.items()}
+    first = agent._checked({name: jnp.asarray(group(0)[name]) for name in agent.batch_keys})
+    only_key = jax.random.split(jax.random.fold_in(jax.random.split(key, 3)[0], 1), 1)[0]
+    start = agent.init(0)
+    wm_params, opt_wm = jax.jit(lambda p, o, b, k: agent._wm_step(p, o, p["wm"], b, k, 0, {})[:2])(
+        start["params"], start["opt"]["wm"], first, only_key)
+    by_hand = {**start, "params": {**start["params"], "wm": wm_params},
+               "opt": {**start["opt"], "wm": opt_wm}}
+    by_hand, hand_metrics = agent.train(by_hand, group(1), key)
+    for name in ("wm", "actor", "critic"):
+        for ours, theirs in zip(jax.tree.leaves(new_state["params"][name]),
+                                jax.tree.leaves(by_hand["params"][name])):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(metrics["loss/model"], hand_metrics["loss/model"], rtol=1e-5)
+    # A batch that does not split into the groups is refused by name.
+    with pytest.raises(AssertionError, match="model_updates 2"):
+        twice.train(state, memory_batch(3, 16, 8), key)
+
+
 def test_hcam_agent_trains_acts_and_checkpoints(tmp_path):
     # Chunks of 4 steps in 16-step windows: memory is written and read while training.
     config = build_config(["debug"], {"ssm_type": "hcam", "hcam.chunk": 4, "hcam.width": 8,

@@ -114,6 +114,19 @@ def test_train_step_applies_set_overrides_to_every_core_and_refuses_a_bare_key(t
     assert stopped.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
 
 
+def test_train_step_gives_each_world_model_update_its_own_rows(monkeypatch):
+    # With run.model_updates 2 a run replays 2 x batch_size rows per update; so does the timing.
+    import benchmarks.train_step as train_step
+
+    monkeypatch.setattr(sys, "argv", ["train_step.py", "--presets", "debug", "--batch", "3", "--steps", "1",
+                                      "--set", "run.model_updates=2"])
+    shapes = []
+    monkeypatch.setattr(train_step.Agent, "train",
+                        lambda self, state, batch, key: shapes.append(batch["is_first"].shape) or (state, {}))
+    row = train_step.measure("mimo", 16, train_step.parse_args())
+    assert shapes and set(shapes) == {(6, 16)} and row["batch_size"] == 3
+
+
 def test_gpu_check_refuses_an_unknown_option():
     result = gpu_check("--huge")
     assert result.returncode == 2 and "unknown option --huge" in result.stderr
