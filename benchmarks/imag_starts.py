@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import RESULTS, timed, write_record  # noqa: E402
 from benchmarks.train_step import ACTIONS, agent_metadata, observation_space, synthetic_batch, widths  # noqa: E402
-from recall2imagine.agent import Agent  # noqa: E402
+from recall2imagine.agent import Agent, rows_per_update  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
 
 
@@ -42,8 +42,7 @@ def measure(fraction, args):
     config = build_config(args.presets, {"imag_starts": fraction})
     agent = Agent(observation_space(["vector"], args.obs_dim), gym.spaces.Discrete(ACTIONS), config)
     state = agent.init(0)
-    # As a run replays them: batch_size rows per world-model update (run.model_updates).
-    batch = synthetic_batch(config.batch_size * config.run.model_updates, config.batch_length)
+    batch = synthetic_batch(rows_per_update(config), config.batch_length)  # as a run replays them
     batch["vector"] = np.resize(batch["vector"], batch["vector"].shape[:2] + (args.obs_dim,))
     first, times = timed(lambda i: agent.train(state, batch, jax.random.PRNGKey(i))[1], args.steps)
     starts = max(1, round(fraction * config.batch_size * config.batch_length))

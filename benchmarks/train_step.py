@@ -27,7 +27,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import RESULTS, key_value, run_metadata, set_overrides, timed, write_record  # noqa: E402
-from recall2imagine.agent import Agent  # noqa: E402
+from recall2imagine.agent import Agent, rows_per_update  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
 
 OBS_DIM, ACTIONS = 16, 4
@@ -104,8 +104,7 @@ def measure(ssm_type, length, args):
     keys = observation_keys(config)
     agent = Agent(observation_space(keys), gym.spaces.Discrete(ACTIONS), config)
     state = agent.init(0)
-    # As a run replays them: batch_count rows per world-model update (run.model_updates).
-    batch = synthetic_batch(batch_count * config.run.model_updates, length, keys)
+    batch = synthetic_batch(rows_per_update(config), length, keys)  # as a run replays them
     arrays = {k: jax.numpy.asarray(batch[k][:batch_count]) for k in agent.batch_keys}  # one update's rows
     wm_grad = jax.jit(jax.grad(lambda p, b, k: agent.wm.loss(p, b, k)[0]))
     if args.compile_only:

@@ -40,6 +40,12 @@ def env_steps_per_update(config) -> float:
     return config.batch_size * config.batch_length / ratio if ratio > 0 else float("inf")
 
 
+def rows_per_update(config) -> int:
+    """Replayed sequences one update trains on: batch_size per world-model update
+    (run.model_updates of them, the last with the actor-critic)."""
+    return config.batch_size * config.run.model_updates
+
+
 def _devices(indices, key, local=False):
     """Devices by index: global ones (training may span hosts) or this process's (acting)."""
     devices = jax.local_devices() if local else jax.devices()

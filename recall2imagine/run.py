@@ -322,15 +322,14 @@ class Loop:
     def __init__(self, config, logdir, env, agent, replay, checkpoints, logger, stop):
         import jax
 
-        from recall2imagine.agent import env_steps_per_update
+        from recall2imagine.agent import env_steps_per_update, rows_per_update
 
         self.jax = jax
         self.config, self.logdir, self.env, self.agent = config, logdir, env, agent
         self.replay, self.checkpoints, self.logger, self.stop = replay, checkpoints, logger, stop
         self.batch, self.length, self.amount = config.batch_size, config.batch_length, config.envs.amount
         self.per_update = env_steps_per_update(config)
-        # Each update replays batch_size rows per world-model update (run.model_updates).
-        self.rows = config.batch_size * config.run.model_updates
+        self.rows = rows_per_update(config)
         self.policy_key = jax.random.PRNGKey(config.seed + 1)
         self.train_key = jax.random.PRNGKey(config.seed + 2)
         # Jitted: op by op, each fold_in costs a quarter millisecond, one to three per env step.
