@@ -67,6 +67,9 @@ def parse_args():
                         choices=["mimo", "gru", "hcam"], help="ssm_type values to time (mimo first)")
     parser.add_argument("--set", nargs="*", default=[], type=key_value, metavar="KEY=VALUE",
                         help="config overrides on top of the presets (all cores)")
+    parser.add_argument("--at-update", type=int, default=0, metavar="N",
+                        help="the state's update count: past expl.until's the step leaves the "
+                             "exploration ensemble out, as a run's does from then on")
     parser.add_argument("--compile-only", action="store_true",
                         help="compile both steps ahead of time and run neither: records compile "
                              "times and fills JAX_COMPILATION_CACHE_DIR, using no device memory "
@@ -104,6 +107,7 @@ def measure(ssm_type, length, args):
     keys = observation_keys(config)
     agent = Agent(observation_space(keys), gym.spaces.Discrete(ACTIONS), config)
     state = agent.init(0)
+    state["step"] = jax.device_put(np.int32(args.at_update), state["step"].sharding)
     batch = synthetic_batch(rows_per_update(config), length, keys)  # as a run replays them
     arrays = {k: jax.numpy.asarray(batch[k][:batch_count]) for k in agent.batch_keys}  # one update's rows
     wm_grad = jax.jit(jax.grad(lambda p, b, k: agent.wm.loss(p, b, k)[0]))
@@ -117,6 +121,7 @@ def measure(ssm_type, length, args):
         lambda i: wm_grad(state["params"]["wm"], arrays, jax.random.PRNGKey(i)), args.steps)
     first, times = timed(lambda i: agent.train(state, batch, jax.random.PRNGKey(i)), args.steps)
     row = {"ssm_type": ssm_type, "batch_length": length, "batch_size": batch_count,
+           "at_update": args.at_update, "exploring": agent.exploring(state),
            "train_step_s": statistics.median(times), "train_step_min_s": min(times),
            "train_compile_s": first, "wm_grad_s": statistics.median(wm_times),
            "wm_compile_s": wm_first, "steps_timed": args.steps}

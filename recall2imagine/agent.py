@@ -56,6 +56,13 @@ def _devices(indices, key, local=False):
     return [devices[i] for i in indices]
 
 
+def _host_int(x) -> int:
+    """A replicated scalar's value on this host (its first local copy where several
+    processes train)."""
+    shards = getattr(x, "addressable_shards", None)
+    return int(np.asarray(shards[0].data if shards else x))
+
+
 def _to_global(tree, sharding):
     """Host arrays -> arrays with `sharding`; a leaf that already has it passes as it is (a train
     state's hundreds of arrays would otherwise be placed again at every update, milliseconds
@@ -123,7 +130,8 @@ class Agent:
         self._sharded = NamedSharding(mesh, PartitionSpec("data"))
         # Jitted: initialising op by op would compile every small op separately.
         self._init = jax.jit(self._fresh_state, out_shardings=self._replicated)
-        self._train = jax.jit(self._train_step, out_shardings=self._replicated)
+        # Two programs: with the ensemble (while the bonus is paid) and without it.
+        self._train = jax.jit(self._train_step, static_argnames="explore", out_shardings=self._replicated)
         self._policy = jax.jit(self._policy_step, static_argnames="greedy")
         self._abstract_wm = jax.eval_shape(self.wm.init, jax.random.PRNGKey(0))
         # One process training on the policy device alone: the train state's params can act as they are.
@@ -228,14 +236,27 @@ class Agent:
         "loss/<obs key>", "loss/reward", "loss/cont", "loss/dyn", "loss/rep",
         "loss/model", "loss/actor", "loss/critic", plus grad norms and statistics).
         """
-        return self._train(*self._train_arguments(state, batch, key))
+        return self._train(*self._train_arguments(state, batch, key), explore=self.exploring(state))
+
+    def exploring(self, state) -> bool:
+        """Whether the update from `state` trains the exploration ensemble and pays its bonus.
+
+        Once `expl.until` has passed nothing reads the ensemble (the bonus is 0 in imagined
+        and replayed returns alike), so the step leaves it out: the ensemble, its optimizer
+        state and the bonus critic pass through unchanged and the update costs what it costs
+        without exploration. Reads the update count from the device only with `expl.until`
+        set (the loop has fetched that state's metrics by then)."""
+        if self.explorer is None:
+            return False
+        until = self.explorer.until_updates
+        return until == 0 or _host_int(state["step"]) < until
 
     def lower_train(self, state, batch, key):
         """The train step lowered for the shapes of (state, batch, key), without running it:
         `.compile()` compiles it ahead of time (and fills JAX's persistent compilation cache,
         where one is set, for a later `train` on the same shapes) without touching the device's
         memory beyond the arguments."""
-        return self._train.lower(*self._train_arguments(state, batch, key))
+        return self._train.lower(*self._train_arguments(state, batch, key), explore=self.exploring(state))
 
     def _train_arguments(self, state, batch, key):
         """(state, batch, key) checked and placed as the jitted train step takes them."""
@@ -252,9 +273,10 @@ class Agent:
         state, key = _to_global((state, key), self._replicated)
         return state, batch, key
 
-    def _wm_step(self, params, opt_wm, wm_params, batch, key, step, metrics):
+    def _wm_step(self, params, opt_wm, wm_params, batch, key, step, metrics, expl_params=None):
         """One world-model update on `batch`: (new wm params, opt state, posterior outputs,
-        replay value targets (None without repval), loss metrics)."""
+        replay value targets (None without repval), loss metrics). expl_params: the
+        ensemble while its bonus is paid (it joins the replayed returns), else None."""
         repval = self.config.loss_scales.repval
 
         def wm_objective(wm_params):
@@ -263,8 +285,7 @@ class Agent:
             if repval > 0:
                 # The critic's loss on the replayed states reaches the world model: whatever
                 # the returns depend on (a key taken 40 steps ago) must be in the state.
-                targets = self.behavior.replay_targets(params["critic"], outs, batch,
-                                                       params.get("expl"), step)
+                targets = self.behavior.replay_targets(params["critic"], outs, batch, expl_params, step)
                 fit = self.behavior.replay_value_loss(params["critic"], outs, targets)
                 loss = loss + repval * fit
                 wm_metrics = {**wm_metrics, "loss/repval": fit,
@@ -277,7 +298,7 @@ class Agent:
         wm_params, opt_wm = self._apply("wm", grads, wm_params, opt_wm, metrics)
         return wm_params, opt_wm, outs, targets, wm_metrics
 
-    def _model_only_steps(self, params, opt_wm, batch, key, step):
+    def _model_only_steps(self, params, opt_wm, batch, key, step, expl_params):
         """run.model_updates > 1: the batch's rows are model_updates groups of equal size
         (row b * K + k is group k's row b: each device's rows hold whole groups); groups 0 to
         K - 2 each train the world model alone, in turn. Returns (wm params, opt state, the
@@ -295,7 +316,7 @@ class Agent:
             wm_params, opt_state = carry
             part, part_key = inputs
             wm_params, opt_state, _, _, wm_metrics = self._wm_step(
-                params, opt_state, wm_params, part, part_key, step, {})
+                params, opt_state, wm_params, part, part_key, step, {}, expl_params)
             return (wm_params, opt_state), wm_metrics["loss/model"]
 
         extra = jax.tree.map(lambda x: x[:-1], grouped)
@@ -303,8 +324,10 @@ class Agent:
         (wm_params, opt_wm), losses = jax.lax.scan(model_step, (params["wm"], opt_wm), (extra, keys))
         return wm_params, opt_wm, jax.tree.map(lambda x: x[-1], grouped), losses.mean()
 
-    def _train_step(self, state, batch, key):
+    def _train_step(self, state, batch, key, explore=False):
+        """explore (static): train the ensemble and pay its bonus (see `exploring`)."""
         params, opt = state["params"], state["opt"]
+        expl_params = params["expl"] if explore else None
         batch = self._checked(batch)
         wm_key, actor_key, start_key = jax.random.split(key, 3)
         extra_key = jax.random.fold_in(wm_key, 1)
@@ -312,25 +335,24 @@ class Agent:
 
         # run.model_updates - 1 world-model updates alone, then one with the actor-critic.
         wm_params, opt_wm, batch, extra_loss = self._model_only_steps(
-            params, opt["wm"], batch, extra_key, state["step"])
+            params, opt["wm"], batch, extra_key, state["step"], expl_params)
         if extra_loss is not None:
             metrics["loss/model_only"] = extra_loss
         wm_params, opt_wm, outs, replay_targets, wm_metrics = self._wm_step(
-            params, opt_wm, wm_params, batch, wm_key, state["step"], metrics)
+            params, opt_wm, wm_params, batch, wm_key, state["step"], metrics, expl_params)
         metrics.update(wm_metrics)
 
         length = batch["is_first"].shape[1]
         core_at = lambda core, index: self.wm.core_states(wm_params, core, index, length, imagine=True)
         start = sg(imagination_starts(outs, batch["is_terminal"], self.config.imag_starts, start_key,
                                       core_at))
-        expl_params = None
-        if self.explorer is not None:
+        if explore:
             (_, expl_metrics), grads = jax.value_and_grad(self.explorer.loss, has_aux=True)(
                 params["expl"], outs, batch["action"], batch["is_first"])
             expl_params, opt_expl = self._apply("expl", grads, params["expl"], opt["expl"], metrics)
             metrics.update(expl_metrics)
 
-        expl_critic = ((params["expl_critic"], state["expl_retnorm"]) if self.expl_critic
+        expl_critic = ((params["expl_critic"], state["expl_retnorm"]) if self.expl_critic and explore
                        else None)
         (_, (traj, returns, retnorm, actor_metrics, expl)), grads = jax.value_and_grad(
             self.behavior.actor_loss, has_aux=True)(
@@ -351,9 +373,14 @@ class Agent:
                      "opt": {"wm": opt_wm, "actor": opt_actor, "critic": opt_critic},
                      "retnorm": retnorm, "step": state["step"] + 1}
         if self.explorer is not None:
-            new_state["params"]["expl"] = expl_params
-            new_state["opt"]["expl"] = opt_expl
-        if self.expl_critic:
+            new_state["params"]["expl"] = expl_params if explore else params["expl"]
+            new_state["opt"]["expl"] = opt_expl if explore else opt["expl"]
+        if self.expl_critic and not explore:
+            for name in ("expl_critic", "slow_expl_critic"):
+                new_state["params"][name] = params[name]
+            new_state["opt"]["expl_critic"] = opt["expl_critic"]
+            new_state["expl_retnorm"] = state["expl_retnorm"]
+        elif self.expl_critic:
             # The bonus's critic: the same loss on the bonus's returns, its own slow copy.
             expl_returns, new_state["expl_retnorm"] = expl
             (new_state["params"]["expl_critic"], new_state["params"]["slow_expl_critic"],

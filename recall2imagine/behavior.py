@@ -223,8 +223,9 @@ class Behavior:
 
     def actor_loss(self, actor_params, wm_params, critic_params, retnorm, start, key, expl_params=None,
                    step=None, expl_critic=None):
-        """Imagines and scores with lambda-returns (plus the explorer's bonus when there is one;
-        `step`, the update count, tells it whether `expl.until` has passed).
+        """Imagines and scores with lambda-returns (plus the explorer's bonus when there is one
+        and expl_params are given; `step`, the update count, tells it whether `expl.until`
+        has passed).
 
         expl_critic: (params, retnorm state) of the bonus's own critic (`expl.critic:
         separate`); the bonus then has returns and an advantage of its own, added to the task
@@ -240,11 +241,12 @@ class Behavior:
         value = self.value(critic_params, traj).mean()
         reward = traj["reward"][1:]
         extra, expl = {}, None
-        separate = self.explorer is not None and self.explorer.separate
+        paid = self.explorer is not None and expl_params is not None
+        separate = paid and self.explorer.separate
         if separate and expl_critic is None:
             raise ValueError("expl.critic is 'separate': actor_loss needs expl_critic, the bonus "
                              "critic's (params, retnorm state)")
-        if self.explorer is not None:
+        if paid:
             bonus = self.explorer.bonus(sg(expl_params), traj, step)
             if not separate:
                 reward = reward + bonus

@@ -11,8 +11,9 @@ heads have seen it, the bonus fades.
 
 `expl.scale: 0` (the default, as in R2I) builds nothing and leaves the agent as it was.
 `expl.until: N` pays the bonus for the first N env steps only (counted as the updates the
-train ratio gives them; 0, the default: always). The ensemble keeps learning after that;
-only the bonus stops, so returns and the critic hold task reward alone from then on.
+train ratio gives them; 0, the default: always). From then on returns and the critic hold
+task reward alone, and nothing reads the ensemble, so the train step leaves it out: it
+stops learning and costs nothing (`Agent.exploring`).
 
 `expl.critic` says where the bonus goes. `shared` (the default) adds it to the task reward:
 one critic, one return normaliser. `separate` (DreamerV3's split of extrinsic and

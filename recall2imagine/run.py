@@ -211,6 +211,13 @@ class _Stop:
             signal.signal(sig, handler)
 
 
+def mean_metrics(metrics: list) -> dict:
+    """Each metric's mean over the updates that report it (the exploration ensemble's stop
+    when `expl.until` passes: the step leaves the ensemble out from then on)."""
+    keys = dict.fromkeys(key for update in metrics for key in update)
+    return {key: float(np.mean([update[key] for update in metrics if key in update])) for key in keys}
+
+
 def _check_finite(metrics: dict, step: int) -> None:
     bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
     if bad:
@@ -504,10 +511,7 @@ class Loop:
         now = time.time()
         elapsed = max(now - window["t"], 1e-6)
         steps_per_update = self.batch * self.length
-        record = {}
-        if window["metrics"]:
-            for key in window["metrics"][0]:
-                record[key] = float(np.mean([m[key] for m in window["metrics"]]))
+        record = mean_metrics(window["metrics"])
         record["fps/env"] = (counters["step"] - window["step"]) / elapsed
         record["fps/train"] = (counters["updates"] - window["updates"]) * steps_per_update / elapsed
         record["train/updates"] = counters["updates"]

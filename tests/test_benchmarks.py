@@ -127,6 +127,19 @@ def test_train_step_gives_each_world_model_update_its_own_rows(monkeypatch):
     assert shapes and set(shapes) == {(6, 16)} and row["batch_size"] == 3
 
 
+def test_train_step_at_an_update_past_expl_until_times_the_step_without_the_ensemble(monkeypatch):
+    import benchmarks.train_step as train_step
+
+    # debug: one env step per update, so expl.until 2 stops the bonus at update 2.
+    monkeypatch.setattr(sys, "argv", ["train_step.py", "--presets", "debug", "--steps", "1", "--at-update", "5",
+                                      "--set", "expl.scale=1", "expl.until=2"])
+    steps = []
+    monkeypatch.setattr(train_step.Agent, "train",
+                        lambda self, state, batch, key: steps.append(int(state["step"])) or (state, {}))
+    row = train_step.measure("mimo", 16, train_step.parse_args())
+    assert set(steps) == {5} and row["at_update"] == 5 and row["exploring"] is False
+
+
 def test_gpu_check_refuses_an_unknown_option():
     result = gpu_check("--huge")
     assert result.returncode == 2 and "unknown option --huge" in result.stderr

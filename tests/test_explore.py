@@ -92,12 +92,23 @@ def test_agent_with_exploration_trains_its_ensemble_and_reports_the_bonus(agent)
     assert float(metrics["expl/bonus"]) > 0
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before, state["params"]["expl"])
     assert max(jax.tree.leaves(moved)) > 0
-    # expl.until (2 env steps = 2 updates here) has passed: no bonus, the ensemble still learns.
-    before = state["params"]["expl"]
-    state, metrics = agent.train(state, data, jax.random.PRNGKey(2))
-    assert float(metrics["expl/bonus"]) == 0.0 and float(metrics["expl/bonus_max"]) == 0.0
-    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before, state["params"]["expl"])
+    # expl.until (2 env steps = 2 updates here) has passed: the bonus is 0, nothing reads the
+    # ensemble, and the step leaves it out. The step with the ensemble, at the same update,
+    # would still train it but computes the same update for the rest.
+    assert agent.exploring(agent.init(0)) and not agent.exploring(state)
+    key = jax.random.PRNGKey(2)
+    kept, kept_metrics = agent._train(*agent._train_arguments(state, data, key), explore=True)
+    assert float(kept_metrics["expl/bonus"]) == 0.0 and float(kept_metrics["expl/bonus_max"]) == 0.0
+    after, metrics = agent.train(state, data, key)
+    assert not {"loss/expl", "expl/bonus", "grad_norm/expl"} & set(metrics)
+    for part in ("params", "opt"):
+        jax.tree.map(np.testing.assert_array_equal, after[part]["expl"], state[part]["expl"])
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), kept["params"]["expl"], state["params"]["expl"])
     assert max(jax.tree.leaves(moved)) > 0
+    rest = lambda s: {k: v for k, v in s["params"].items() if k != "expl"}
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), rest(after), rest(kept))
+    for name, value in metrics.items():
+        np.testing.assert_allclose(value, kept_metrics[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_expl_until_counts_env_steps_by_the_train_ratio_and_stops_the_bonus_there(agent):
@@ -235,6 +246,15 @@ def test_a_separate_bonus_critic_learns_the_bonus_returns_and_stays_out_of_the_t
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before, state["params"]["expl_critic"])
     assert max(jax.tree.leaves(moved)) > 0
     assert float(state["expl_retnorm"]["high"]) > 0
+
+    # Past expl.until the bonus critic, its slow copy and its return scale pass through.
+    state["step"] = jnp.int32(2)
+    after, metrics = separate.train(state, data, jax.random.PRNGKey(1))
+    assert not any(k.startswith(("expl/", "expl_critic/")) for k in metrics)
+    for name in ("expl_critic", "slow_expl_critic"):
+        jax.tree.map(np.testing.assert_array_equal, after["params"][name], state["params"][name])
+    jax.tree.map(np.testing.assert_array_equal, after["expl_retnorm"], state["expl_retnorm"])
+    assert after["step"] == 3
 
 
 def test_switching_the_bonus_to_its_own_critic_in_an_existing_run_is_refused(tmp_path):

@@ -415,6 +415,15 @@ class CueFollower:
         return np.asarray(action).argmax(-1)
 
 
+def test_logged_metrics_average_each_key_over_the_updates_that_report_it():
+    from recall2imagine.run import mean_metrics
+
+    # The exploration ensemble's metrics stop when expl.until passes, mid-period.
+    means = mean_metrics([{"loss/model": 1.0, "loss/expl": 4.0}, {"loss/model": 3.0}, {"loss/model": 5.0}])
+    assert means == {"loss/model": 3.0, "loss/expl": 4.0}
+    assert mean_metrics([]) == {}
+
+
 def test_evaluation_plays_its_episodes_side_by_side_and_scores_each_once():
     from recall2imagine.config import build_config
     from recall2imagine.run import evaluate
