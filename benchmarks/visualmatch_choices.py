@@ -41,7 +41,11 @@ TRIED = 0.05  # a place with at least this share of a window's touches counts as
 def touches(stream: dict, places: tuple, final_reward: float) -> list[dict]:
     """One row per touch in a stream: its stream position, the place touched (0-2, the
     index of its colour in ``places``) and whether it paid. Raises ValueError when a
-    final reward follows no touch found (the observations are not Visual Match's)."""
+    final reward follows no touch found (the observations are not Visual Match's).
+
+    A replay that has dropped its oldest steps (past `replay_size`) begins a stream inside
+    an episode whose start, and maybe its touch, went with them: the steps before the
+    stream's first episode start are left out."""
     from env_wrappers.memory_rl import COLOURS, EXPLORE_STEPS, MOVES, PALETTE, VIEW
 
     vector, reward = stream["vector"], stream["reward"]
@@ -58,12 +62,14 @@ def touches(stream: dict, places: tuple, final_reward: float) -> list[dict]:
     first = stream["is_first"].astype(bool)
     begun = np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
     late = np.arange(len(first)) - begun >= EXPLORE_STEPS
+    starts = np.flatnonzero(first)
+    whole = np.arange(len(first)) >= (starts[0] if len(starts) else len(first))
     found, paid_at = [], set()
-    for t in np.flatnonzero((touched[:-1] >= 0) & cleared[1:] & ~first[1:] & late[:-1]):
+    for t in np.flatnonzero((touched[:-1] >= 0) & cleared[1:] & ~first[1:] & late[:-1] & whole[:-1]):
         paid = bool(abs(reward[t + 1] - final_reward) < 1e-6)
         found.append({"position": int(stream["start"] + t), "place": places.index(touched[t]), "paid": paid})
         paid_at.add(t + 1)
-    unexplained = set(np.flatnonzero(np.abs(reward - final_reward) < 1e-6).tolist()) - paid_at
+    unexplained = set(np.flatnonzero((np.abs(reward - final_reward) < 1e-6) & whole).tolist()) - paid_at
     if unexplained:
         raise ValueError(f"{len(unexplained)} final rewards (first at stream step {min(unexplained)}) follow "
                          "no touch found: these are not Visual Match's vector observations")

@@ -716,6 +716,12 @@ def test_visualmatch_choices_finds_each_touch_and_its_place_from_the_stored_obse
         stream["reward"][0] = 5.0
         with pytest.raises(ValueError, match="follow no touch"):
             touches(stream, game.object_colours, 5.0)
+        # A replay past replay_size keeps a stream from inside an episode (here from the
+        # step its first touch paid or not): that episode's tail is left out, the rest found.
+        cut = int(marked[0])
+        tail = {k: data[k][w][cut:] for k in ("vector", "action", "reward", "is_first")}
+        tail["start"] = cut
+        assert touches(tail, game.object_colours, 5.0) == found[w][1:]
     places = {t["place"] for f in found.values() for t in f}
     assert places == {0, 1, 2}
     episodes = {w: np.flatnonzero(data["is_first"][w]) for w in found}
