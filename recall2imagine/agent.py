@@ -56,13 +56,6 @@ def _devices(indices, key, local=False):
     return [devices[i] for i in indices]
 
 
-def _host_int(x) -> int:
-    """A replicated scalar's value on this host (its first local copy where several
-    processes train)."""
-    shards = getattr(x, "addressable_shards", None)
-    return int(np.asarray(shards[0].data if shards else x))
-
-
 def _to_global(tree, sharding):
     """Host arrays -> arrays with `sharding`; a leaf that already has it passes as it is (a train
     state's hundreds of arrays would otherwise be placed again at every update, milliseconds
@@ -249,7 +242,7 @@ class Agent:
         if self.explorer is None:
             return False
         until = self.explorer.until_updates
-        return until == 0 or _host_int(state["step"]) < until
+        return until == 0 or int(_local_copy(jnp.asarray(state["step"]))) < until
 
     def lower_train(self, state, batch, key):
         """The train step lowered for the shapes of (state, batch, key), without running it:
