@@ -348,8 +348,10 @@ def compare_one_and_two_devices():
     report = {"params_max_diff": max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
                                      for a, b in zip(jax.tree.leaves(state1),
                                                      jax.tree.leaves(state2))),
-              "metrics_max_rel_diff": max(abs(float(metrics1[k]) - float(metrics2[k]))
-                                          / (1e-3 + abs(float(metrics1[k]))) for k in metrics1),
+              # Summation order differs across devices: each metric agrees to 1e-4 of itself, or
+              # to 1e-6 where it is near 0 (float32 rounding of a sum of values of order 1).
+              "metrics_off": {k: [float(metrics1[k]), float(metrics2[k])] for k in metrics1
+                              if abs(float(metrics1[k]) - float(metrics2[k])) > 1e-6 + 1e-4 * abs(float(metrics1[k]))},
               "state_devices": len(jax.tree.leaves(state2)[0].sharding.device_set)}
     try:
         sharded_agent.train(state2, memory_batch(3, 16, 8, image=False), key)
@@ -366,8 +368,8 @@ def two_device_run():
     """The two-device comparison in a subprocess (XLA_FLAGS must be set before jax is
     imported), started before this module's other tests so its compiles overlap theirs."""
     root = Path(__file__).resolve().parents[1]
-    # Default XLA optimisation here (not the suite's level 0): the comparison is about numerics.
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    # The suite's XLA flags (optimisation level 0) plus two host devices.
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}"}
     cache = jax.config.jax_compilation_cache_dir
     if cache:
@@ -387,6 +389,6 @@ def test_two_device_train_step_equals_one_device_step(two_device_run):
     report = json.loads(stdout.strip().splitlines()[-1])
     assert report["state_devices"] == 2
     assert report["params_max_diff"] < 1e-5, report
-    assert report["metrics_max_rel_diff"] < 1e-4, report
+    assert report["metrics_off"] == {}, report
     assert "divisible" in report.get("odd_batch_error", ""), report
     assert report["policy_device"].endswith("1"), report

@@ -156,10 +156,10 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path, monkeypatch, 
     assert all(s["episode/length"] == 32 for s in scores)
     # The run's checkpoint plays each of the 6 colour-to-column maps; the maps of its training
     # instances are marked.
-    maps = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "visualmatch_maps.py"), str(tmp_path),
-                           "--episodes", "1", "--out", str(tmp_path / "maps")], cwd=ROOT, env=environ(),
-                          capture_output=True, text=True, timeout=300)
-    assert maps.returncode == 0, maps.stderr[-3000:]
+    # The analysis scripts run in this process, through the entry points their command lines
+    # call (a subprocess each cost a second start of Python and JAX).
+    from benchmarks import reward_probe, visualmatch_choices, visualmatch_maps
+    assert visualmatch_maps.main([str(tmp_path), "--episodes", "1", "--out", str(tmp_path / "maps")]) == 0
     record = json.loads((tmp_path / "maps.json").read_text())
     assert sorted(row["map"] for row in record["maps"]) == sorted(
         "-".join(p) for p in itertools.permutations(["red", "green", "blue"]))
@@ -168,25 +168,24 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path, monkeypatch, 
     assert sum(row["trained_on"] for row in record["maps"]) == min(record["training_instances"], 6)
     assert record["checkpoint_env_step"] > 0
     # The reward probe scores the run's world model on touches without training it.
-    probe = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reward_probe.py"), "--run", str(tmp_path),
-                            "--policy", "seek", "--envs", "2", "--steps", "200", "--updates", "2", "--every", "1",
-                            "--out", str(tmp_path / "probe")], cwd=ROOT, env=environ(),
-                           capture_output=True, text=True, timeout=300)
-    assert probe.returncode == 0, probe.stderr[-3000:]
+    monkeypatch.setattr(sys, "argv", ["benchmarks/reward_probe.py", "--run", str(tmp_path), "--policy", "seek",
+                                      "--envs", "2", "--steps", "200", "--updates", "2", "--every", "1",
+                                      "--out", str(tmp_path / "probe")])
+    reward_probe.main()
     scored = json.loads((tmp_path / "probe.json").read_text())
     assert scored["run"] == str(tmp_path) and scored["checkpoint_env_step"] == record["checkpoint_env_step"]
     assert scored["task"] == "visualmatch_2" and [row["updates"] for row in scored["curve"]] == [1, 2]
     assert all("reward/touches" in row and "loss/reward" in row for row in scored["curve"])
     # It also trains a fresh model on the run's stored steps (the first 80 env steps: 40 per
     # stream) and scores it on held-out seek windows only, as those steps carry no touch marks.
-    probe_args = [sys.executable, str(ROOT / "benchmarks" / "reward_probe.py"), "--presets", "debug",
+    probe_args = ["benchmarks/reward_probe.py", "--presets", "debug",
                   "--task", "visualmatch_2", "--policy", "seek_middle", "--holdout_policy", "seek",
                   "--envs", "2", "--holdout", "60",
                   "--holdout_batches", "1", "--updates", "2", "--every", "1", "--out", str(tmp_path / "fresh")]
     # (--replay_grow 8: as the run met them, 8 env steps more per update.)
-    probe = subprocess.run(probe_args + ["--replay", str(tmp_path), "--replay_steps", "0:80", "--replay_grow", "8"],
-                           cwd=ROOT, env=environ(), capture_output=True, text=True, timeout=300)
-    assert probe.returncode == 0, probe.stderr[-3000:]
+    monkeypatch.setattr(sys, "argv", probe_args + ["--replay", str(tmp_path), "--replay_steps", "0:80",
+                                                   "--replay_grow", "8"])
+    reward_probe.main()
     fresh = json.loads((tmp_path / "fresh.json").read_text())
     assert fresh["replay"] == str(tmp_path) and fresh["replay_streams"] == [2, 40]
     assert fresh["replay_grow"] == 8.0
@@ -195,22 +194,18 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path, monkeypatch, 
         assert "loss/reward" in row and "reward/touches" not in row
         assert "heldout/loss/reward" in row and "heldout/reward/touches" in row
     # Which object the run's episodes touched, read from its stored observations.
-    choices = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "visualmatch_choices.py"), str(tmp_path),
-                              "--every", "1000", "--out", str(tmp_path / "choices")], cwd=ROOT, env=environ(),
-                             capture_output=True, text=True, timeout=300)
-    assert choices.returncode == 0, choices.stderr[-3000:]
+    visualmatch_choices.main([str(tmp_path), "--every", "1000", "--out", str(tmp_path / "choices")])
     (window,) = json.loads((tmp_path / "choices.json").read_text())["windows"]
     assert window["episodes"] >= 2 and window["touches"] <= window["episodes"]  # one touch at most each
     if window["touches"]:
         assert abs(window["left"] + window["middle"] + window["right"] - 1.0) < 1e-3
     # A directory without a replay gets one line naming it (in this process: the script's
     # exit message, no traceback), and so does a held-out policy that is not a seek policy.
-    from benchmarks import reward_probe
-    monkeypatch.setattr(sys, "argv", probe_args[1:] + ["--replay", str(tmp_path / "out")])
+    monkeypatch.setattr(sys, "argv", probe_args + ["--replay", str(tmp_path / "out")])
     with pytest.raises(SystemExit) as stopped:
         reward_probe.main()
     assert "has no replay/replay.json" in str(stopped.value.code)
-    monkeypatch.setattr(sys, "argv", probe_args[1:] + ["--policy", "random"])
+    monkeypatch.setattr(sys, "argv", probe_args + ["--policy", "random"])
     with pytest.raises(SystemExit) as stopped:
         reward_probe.main()
     assert stopped.value.code == 2 and "both must be seek policies" in capsys.readouterr().err
