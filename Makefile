@@ -36,7 +36,8 @@ train: $(VENV)/.installed
 # 8:45 to 10:18 on 2026-12-03, 6:17 to 7:41 on 2026-12-05, 6:48 to 9:37 on 2026-12-06 (7:50 at 77b355a, 9:37 at 143aebd,
 # 9:24 at 20c6be3 with the install down from 0:57 to 0:29, 8:09 at 11ada1c, 8:15 at 03a8513,
 # 10:03 and 10:19 at b5433a9, two runs back to back, with untouched tests 20-40% slower too,
-# 9:59 at d6b28f0)
+# 9:59 at d6b28f0 and 9:55 on its code later, 10:38 at 4de92c3; 7:43 at a82faea, once each Python
+# process loaded bytecode instead of compiling its imports from source: 13:00 of CPU against 18:17)
 # (benchmarks/results/test_suite_time_*.json; the machine's speed varies).
 test: $(VENV)/.installed-test
 	$(RUN) -m pytest tests -n 2 --dist worksteal $(ARGS)
