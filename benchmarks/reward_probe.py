@@ -84,7 +84,7 @@ from recall2imagine.config import build_config  # noqa: E402
 POLICIES = ("random", "walk", "seek", "seek_apples", "seek_middle")
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["popgym", "cpu"])
     parser.add_argument("--task", default="gym_popgym:popgym-RepeatPreviousEasy-v0")
@@ -122,7 +122,7 @@ def parse_args():
                         help="score the world model of this run directory's newest checkpoint "
                              "instead of training one: --updates batches, no update (its config "
                              "and task replace --presets, --task and --set)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.holdout < 0 or args.holdout_batches < 1:
         parser.error("--holdout must be >= 0 and --holdout_batches >= 1")
     if args.holdout_policy not in (None, args.policy) and not (
@@ -320,8 +320,8 @@ def synthetic_reward(data, rule):
     return np.where(previous == past, 1.0, -1.0).astype(np.float32)
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     if args.run is not None:
         from benchmarks.evaluate import restore_run
 
@@ -456,7 +456,8 @@ def main():
                       replay_streams=list(train["reward"].shape[:2]), replay_grow=args.replay_grow)
     source["holdout"] = [args.envs, args.holdout]
     source["holdout_policy"] = held_policy
-    record = {**run_metadata(["command"]), "task": args.task, "rule": args.rule, "policy": args.policy,
+    line = ["benchmarks/reward_probe.py", *(sys.argv[1:] if argv is None else argv)]
+    record = {**run_metadata(["command"], argv=line), "task": args.task, "rule": args.rule, "policy": args.policy,
               **source, "batch": [batch, length],
               **run_metadata(["date", "jax", "backend", "machine"]), "curve": curve}
     write_record(args.out or RESULTS / f"reward_probe_{args.name or args.rule}", record)

@@ -62,8 +62,7 @@ def touches(stream: dict, places: tuple, final_reward: float) -> list[dict]:
     first = stream["is_first"].astype(bool)
     begun = np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
     late = np.arange(len(first)) - begun >= EXPLORE_STEPS
-    starts = np.flatnonzero(first)
-    whole = np.arange(len(first)) >= (starts[0] if len(starts) else len(first))
+    whole = np.logical_or.accumulate(first)  # from the stream's first episode start on
     found, paid_at = [], set()
     for t in np.flatnonzero((touched[:-1] >= 0) & cleared[1:] & ~first[1:] & late[:-1] & whole[:-1]):
         paid = bool(abs(reward[t + 1] - final_reward) < 1e-6)

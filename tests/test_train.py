@@ -142,7 +142,7 @@ def test_a_solved_run_stops_saying_so_and_rerunning_it_trains_no_further(tmaze_r
     assert f"Finished: the budget of run.steps = {stopped + 20} env steps is spent" in result.stdout
 
 
-def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path, monkeypatch, capsys):
+def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path, capsys):
     # Episodes log success, and a success target of 0 (any evaluation clears it) ends the run
     # at the first evaluation.
     result = train(DEBUG + ["--task", "visualmatch_2", "--run.steps", "100000",
@@ -168,24 +168,20 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path, monkeypatch, 
     assert sum(row["trained_on"] for row in record["maps"]) == min(record["training_instances"], 6)
     assert record["checkpoint_env_step"] > 0
     # The reward probe scores the run's world model on touches without training it.
-    monkeypatch.setattr(sys, "argv", ["benchmarks/reward_probe.py", "--run", str(tmp_path), "--policy", "seek",
-                                      "--envs", "2", "--steps", "200", "--updates", "2", "--every", "1",
-                                      "--out", str(tmp_path / "probe")])
-    reward_probe.main()
+    reward_probe.main(["--run", str(tmp_path), "--policy", "seek", "--envs", "2", "--steps", "200",
+                       "--updates", "2", "--every", "1", "--out", str(tmp_path / "probe")])
     scored = json.loads((tmp_path / "probe.json").read_text())
     assert scored["run"] == str(tmp_path) and scored["checkpoint_env_step"] == record["checkpoint_env_step"]
     assert scored["task"] == "visualmatch_2" and [row["updates"] for row in scored["curve"]] == [1, 2]
     assert all("reward/touches" in row and "loss/reward" in row for row in scored["curve"])
     # It also trains a fresh model on the run's stored steps (the first 80 env steps: 40 per
     # stream) and scores it on held-out seek windows only, as those steps carry no touch marks.
-    probe_args = ["benchmarks/reward_probe.py", "--presets", "debug",
+    probe_args = ["--presets", "debug",
                   "--task", "visualmatch_2", "--policy", "seek_middle", "--holdout_policy", "seek",
                   "--envs", "2", "--holdout", "60",
                   "--holdout_batches", "1", "--updates", "2", "--every", "1", "--out", str(tmp_path / "fresh")]
     # (--replay_grow 8: as the run met them, 8 env steps more per update.)
-    monkeypatch.setattr(sys, "argv", probe_args + ["--replay", str(tmp_path), "--replay_steps", "0:80",
-                                                   "--replay_grow", "8"])
-    reward_probe.main()
+    reward_probe.main(probe_args + ["--replay", str(tmp_path), "--replay_steps", "0:80", "--replay_grow", "8"])
     fresh = json.loads((tmp_path / "fresh.json").read_text())
     assert fresh["replay"] == str(tmp_path) and fresh["replay_streams"] == [2, 40]
     assert fresh["replay_grow"] == 8.0
@@ -201,13 +197,11 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path, monkeypatch, 
         assert abs(window["left"] + window["middle"] + window["right"] - 1.0) < 1e-3
     # A directory without a replay gets one line naming it (in this process: the script's
     # exit message, no traceback), and so does a held-out policy that is not a seek policy.
-    monkeypatch.setattr(sys, "argv", probe_args + ["--replay", str(tmp_path / "out")])
     with pytest.raises(SystemExit) as stopped:
-        reward_probe.main()
+        reward_probe.main(probe_args + ["--replay", str(tmp_path / "out")])
     assert "has no replay/replay.json" in str(stopped.value.code)
-    monkeypatch.setattr(sys, "argv", probe_args + ["--policy", "random"])
     with pytest.raises(SystemExit) as stopped:
-        reward_probe.main()
+        reward_probe.main(probe_args + ["--policy", "random"])
     assert stopped.value.code == 2 and "both must be seek policies" in capsys.readouterr().err
     # The suite confirms an evaluation at the target on more episodes of the checkpoint
     # (benchmarks/evaluate.py): a success rate with its 95% interval, recorded by its step.
