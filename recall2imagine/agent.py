@@ -341,7 +341,7 @@ class Agent:
                                       core_at))
         if explore:
             (_, expl_metrics), grads = jax.value_and_grad(self.explorer.loss, has_aux=True)(
-                params["expl"], outs, batch["action"], batch["is_first"])
+                params["expl"], outs, batch["action"], batch["is_first"], batch["reward"])
             expl_params, opt_expl = self._apply("expl", grads, params["expl"], opt["expl"], metrics)
             metrics.update(expl_metrics)
 

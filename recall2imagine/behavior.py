@@ -151,7 +151,8 @@ class Behavior:
         self.critic_inputs = world_model.feature_names(c.inputs)
         self.needed_features = set(self.actor_inputs + self.critic_inputs
                                    + world_model.head_inputs["reward"]
-                                   + world_model.head_inputs["cont"])
+                                   + world_model.head_inputs["cont"]
+                                   + (explorer.inputs if explorer is not None else ()))
         self.grad = config.actor_grad_disc if discrete else config.actor_grad_cont
         if config.actent_kind == "uniform" and not discrete:
             raise ValueError("actent_kind 'uniform' needs discrete actions; this task's actions are "
@@ -300,10 +301,7 @@ class Behavior:
         value = sg(self.value(critic_params, outs).mean())
         reward = batch["reward"]
         if self.explorer is not None and expl_params is not None and not self.explorer.separate:
-            time_major = lambda x: jnp.swapaxes(x, 0, 1)
-            steps = {"deter": time_major(outs["deter"]), "stoch": time_major(outs["stoch"]),
-                     "action": time_major(batch["action"])}
-            bonus = jnp.swapaxes(self.explorer.bonus(sg(expl_params), steps, step), 0, 1)  # t -> t+1
+            bonus = self.explorer.replayed_bonus(sg(expl_params), outs, batch["action"], step)  # t -> t+1
             reward = reward + jnp.pad(bonus, ((0, 0), (1, 0)))
         return replay_return(reward, value, batch["is_terminal"], batch["is_first"],
                              self.discount, self.config.return_lambda)

@@ -1,13 +1,23 @@
 """Exploration bonus from ensemble disagreement (Plan2Explore, as DreamerV3's `Explore`).
 
-An ensemble of `expl.heads` small MLPs predicts, from a latent state [deter, stoch] and
-the action taken there, the world model's posterior class probabilities of the next
-step. The heads learn from the replayed transitions (never across an episode start).
+An ensemble of `expl.heads` small MLPs predicts, from a latent state (the features
+`expl.inputs`, [deter, stoch] by default) and the action taken there, what follows one step
+later. The heads learn from the replayed transitions (never across an episode start).
 Where the agent has been, they agree; on a transition it has rarely or never taken
 (the turn at a T-Maze junction that a walking policy skips) they disagree. The
 variance of their predictions, times `expl.scale`, is added to the imagined reward of
 that transition, so the actor is drawn to try it in the real environment; once the
 heads have seen it, the bonus fades.
+
+`expl.target` says what the heads predict:
+- `latent` (the default, DreamerV3's): the world model's posterior class probabilities of
+  the next step. The bonus pays for unseen observations, and fades once they are seen,
+  even where the observation is random (each head learns its mean): a T-Maze cue, once
+  seen a few hundred times, pays nothing more, whatever it is worth later.
+- `reward`: the symlog reward of the next step. The bonus pays where the reward is not
+  yet known, and fades only once it is: with the memory among the inputs (`hidden`), a
+  turn made while remembering a cue stays uncertain, and pays, until enough such turns
+  have been replayed to learn what the cue is worth.
 
 `expl.scale: 0` (the default, as in R2I) builds nothing and leaves the agent as it was.
 `expl.until: N` pays the bonus for the first N env steps only (counted as the updates the
@@ -32,15 +42,17 @@ import jax
 import jax.numpy as jnp
 
 from recall2imagine import nets
-from recall2imagine.config import non_negative, one_of, positive
-from recall2imagine.nets import sg
+from recall2imagine.config import non_negative, one_of, positive, subset_of
+from recall2imagine.nets import sg, symlog
 
-INPUTS = ("deter", "stoch")
+TARGETS = ("latent", "reward")
 OPTIONS = {
     "expl.scale": non_negative,  # 0 turns exploration off
     "expl.until": non_negative,  # env steps with the bonus; 0: the whole run
     "expl.critic": one_of("shared", "separate"),  # the bonus's own critic or the task's
     "expl.weight": non_negative,  # the bonus advantage's weight (expl.critic: separate)
+    "expl.target": one_of(*TARGETS),  # what the heads predict one step later
+    "expl.inputs": subset_of(*nets.FEATURES),  # the latent features the heads read
     "expl.heads": positive, "expl.layers": positive, "expl.units": positive,
     "expl.act": one_of(*nets.ACTIVATIONS), "expl.norm": one_of(*nets.NORMS),
     "expl_opt.lr": positive, "expl_opt.eps": positive, "expl_opt.clip": positive,
@@ -91,28 +103,41 @@ class Explorer:
         self.until_updates = int(math.ceil(e.until / env_steps_per_update)) if e.until > 0 else 0
         self.separate = e.critic == "separate"
         self.weight = e.weight
-        self.inputs = world_model.feature_names(INPUTS)
-        self.size = world_model.stoch_shape[0] * world_model.stoch_shape[1]
+        self.target = e.target
+        self.inputs = world_model.feature_names(e.inputs)
+        self.size = 1 if e.target == "reward" else world_model.stoch_shape[0] * world_model.stoch_shape[1]
         self.net = Ensemble(e.heads, e.layers, e.units, self.size, e.act, e.norm)
         self.act_dim = act_dim
 
     def _x(self, state, action):
         return jnp.concatenate([self.wm.features(state, self.inputs), action.astype(jnp.float32)], -1)
 
+    def _at(self, state, stop):
+        """The features of ``state``'s steps before ``stop`` along axis 1 (batch-major
+        posterior outputs: a core state is (B, T, ...) as its hidden features need)."""
+        return self.wm.features(state, self.inputs)[:, :stop]
+
     def init(self, key, wm_params):
         state = self.wm.initial_latent(wm_params, 1)
         return self.net.init(key, self._x(state, jnp.zeros((1, self.act_dim))))
 
-    def loss(self, params, outs, action, is_first):
+    def loss(self, params, outs, action, is_first, reward=None):
         """Mean squared error of every head on the batch's transitions t -> t+1.
 
         outs: the world model's posterior pass (B, T, ...); action: a_t (B, T, A);
-        is_first: (B, T); a transition into an episode start is left out.
+        is_first: (B, T); a transition into an episode start is left out; reward: r_t
+        (B, T), the reward on arriving at step t (needed by `expl.target: reward`).
         """
-        now = {k: sg(outs[k][:, :-1]) for k in ("deter", "stoch")}
-        target = sg(jax.nn.softmax(outs["post_logits"][:, 1:].astype(jnp.float32), -1))
-        target = target.reshape(target.shape[:2] + (-1,))
-        pred = self.net.apply(params, self._x(now, action[:, :-1]))
+        if self.target == "reward":
+            if reward is None:
+                raise ValueError("expl.target is 'reward': the ensemble's loss needs the batch's rewards")
+            target = symlog(reward[:, 1:].astype(jnp.float32))[..., None]
+        else:
+            target = jax.nn.softmax(outs["post_logits"][:, 1:].astype(jnp.float32), -1)
+            target = target.reshape(target.shape[:2] + (-1,))
+        now = sg(self._at(outs, -1))
+        pred = self.net.apply(params, jnp.concatenate([now, action[:, :-1].astype(jnp.float32)], -1))
+        target = sg(target)
         error = ((pred - target[None]) ** 2).mean(-1)  # (heads, B, T-1)
         mask = 1.0 - is_first[:, 1:].astype(jnp.float32)
         loss = (error * mask[None]).sum() / (error.shape[0] * jnp.maximum(mask.sum(), 1.0))
@@ -121,12 +146,22 @@ class Explorer:
     def bonus(self, params, traj, step=None):
         """Intrinsic reward of each imagined transition, (H, N) for steps 1..H.
 
-        traj: (H+1, N, ...) with deter, stoch and the action taken at each step; step: the
-        update count, against `expl.until` (None: the bonus is paid).
+        traj: (H+1, N, ...) with the features `expl.inputs` names (deter, stoch, hidden) and
+        the action taken at each step; step: the update count, against `expl.until` (None:
+        the bonus is paid).
         """
-        state = {k: traj[k][:-1] for k in ("deter", "stoch")}
-        pred = self.net.apply(params, self._x(state, traj["action"][:-1]))
-        return self.paid(step, self.scale) * pred.var(0).mean(-1)
+        state = {k: traj[k][:-1] for k in self.inputs}
+        return self._disagreement(params, self._x(state, traj["action"][:-1]), step)
+
+    def replayed_bonus(self, params, outs, action, step=None):
+        """Intrinsic reward of each replayed transition t -> t+1, (B, T-1).
+
+        outs: the world model's posterior pass (B, T, ...); action: a_t (B, T, A)."""
+        x = jnp.concatenate([self._at(outs, -1), action[:, :-1].astype(jnp.float32)], -1)
+        return self._disagreement(params, x, step)
+
+    def _disagreement(self, params, x, step):
+        return self.paid(step, self.scale) * self.net.apply(params, x).var(0).mean(-1)
 
     def paid(self, step, value):
         """`value` while the bonus is paid at update `step` (None: paid), else 0."""

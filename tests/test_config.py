@@ -224,6 +224,7 @@ ADDED = {"run.solved_score": (1.0, {"tmaze": 0.95}), "run.solved_evals": (0, {"t
          "hcam.n_layers": (2, {"tmaze": 1, "bsuite": 1}),
          "hcam.max_chunks": (64, {"cpu": 8}), "loss_scales.repval": (0.0, {}), "expl.until": (0, {}),
          "expl.critic": ("shared", {}), "expl.weight": (1.0, {}), "run.model_updates": (1, {}),
+         "expl.target": ("latent", {}), "expl.inputs": (["deter", "stoch"], {}),
          "actent_kind": ("entropy", {"tmaze": "uniform", "bsuite": "uniform"})}
 # Preset values changed since: key -> {preset: new value}; DEFAULT: the preset no longer sets it.
 DEFAULT = object()

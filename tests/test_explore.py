@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from recall2imagine.agent import Agent
-from recall2imagine.config import ConfigError, build_config
+from recall2imagine.config import ConfigError, build_config, validate
 from recall2imagine.run import check_params
 
 SPACE = gym.spaces.Dict({"vector": gym.spaces.Box(-1, 1, (3,), np.float32)})
@@ -262,3 +262,93 @@ def test_switching_the_bonus_to_its_own_critic_in_an_existing_run_is_refused(tmp
         resume({"expl.scale": 1.0}, {"expl.scale": 1.0, "expl.critic": "separate"}, tmp_path)
     resume({"expl.scale": 1.0, "expl.critic": "separate"},
            {"expl.scale": 1.0, "expl.critic": "separate", "expl.weight": 0.1}, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def reward_agent():
+    """The bonus on the next reward, read from the memory (hidden) too."""
+    return Agent(SPACE, ACTIONS, build_config(["debug"], {"expl.scale": 1.0, "expl.target": "reward",
+                                                          "expl.inputs": ["deter", "stoch", "hidden"]}))
+
+
+def widths(agent):
+    """(deter, hidden) feature widths and the stoch shape of an agent's world model."""
+    start = agent.wm.initial_latent(agent.init(0)["params"]["wm"], 1)
+    return start["deter"].shape[-1], agent.wm.features(start, ["hidden"]).shape[-1], agent.wm.stoch_shape
+
+
+def coin_flips(agent, batch=16, length=8, seed=0):
+    """The same latent states in every sequence (class t mod C at step t, action 0), and a
+    reward that is a fair coin flip at every step: what follows is random, never unseen."""
+    rng = np.random.default_rng(seed)
+    deter_width, hidden_width, (groups, classes) = widths(agent)
+    cls = np.broadcast_to(np.arange(length)[None, :, None] % classes, (batch, length, groups))
+    stoch = np.eye(classes, dtype=np.float32)[cls]
+    same = lambda width: jnp.asarray(np.broadcast_to(rng.normal(size=(1, length, width)).astype(np.float32),
+                                                     (batch, length, width)))
+    outs = {"deter": same(deter_width), "stoch": jnp.asarray(stoch), "hidden": same(hidden_width)}
+    action = np.zeros((batch, length, 3), np.float32)
+    action[..., 0] = 1.0
+    is_first = np.zeros((batch, length), bool)
+    is_first[:, 0] = True
+    reward = rng.integers(0, 2, (batch, length)).astype(np.float32)
+    return outs, jnp.asarray(action), jnp.asarray(is_first), jnp.asarray(reward)
+
+
+def test_the_reward_bonus_fades_on_random_rewards_it_has_seen_and_stays_on_untaken_actions(reward_agent):
+    explorer = reward_agent.explorer
+    assert explorer.inputs == ("deter", "stoch", "hidden") and explorer.size == 1
+    assert "hidden" in reward_agent.behavior.needed_features  # imagined trajectories keep it
+    outs, action, is_first, reward = coin_flips(reward_agent)
+    params = reward_agent.init(0)["params"]["expl"]
+    opt = optax.adam(3e-3)
+    opt_state = opt.init(params)
+
+    @jax.jit
+    def update(params, opt_state):
+        (loss, _), grads = jax.value_and_grad(explorer.loss, has_aux=True)(params, outs, action, is_first,
+                                                                            reward)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    traj = {k: jnp.swapaxes(outs[k], 0, 1) for k in ("deter", "stoch", "hidden")}
+    other = jnp.zeros_like(action).at[..., 2].set(1.0)
+    bonus = lambda params, act: float(explorer.bonus(params, {**traj, "action": jnp.swapaxes(act, 0, 1)}).mean())
+    before = bonus(params, action)
+    for _ in range(400):
+        params, opt_state = update(params, opt_state)
+    # Every head learns the coin's mean: the latent target's kind of fading, on a random outcome.
+    taken, untaken = bonus(params, action), bonus(params, other)
+    assert taken < 0.05 * before
+    assert untaken > 10 * taken
+    # The replayed bonus is the same disagreement on the batch-major posterior states.
+    replayed = explorer.replayed_bonus(params, outs, action)
+    assert replayed.shape == (16, 7)
+    np.testing.assert_allclose(replayed, np.asarray(explorer.bonus(params, {**traj, "action": jnp.swapaxes(action, 0, 1)})).T,
+                               rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="expl.target is 'reward'.*rewards"):
+        explorer.loss(params, outs, action, is_first)
+
+
+def test_an_agent_with_the_reward_bonus_trains_its_ensemble_on_the_rewards(reward_agent):
+    data = replayed()
+    state = reward_agent.init(0)
+    before = state["params"]["expl"]
+    state, metrics = reward_agent.train(state, data, jax.random.PRNGKey(0))
+    assert float(metrics["expl/bonus"]) > 0 and np.isfinite(float(metrics["loss/expl"]))
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before, state["params"]["expl"])
+    assert max(jax.tree.leaves(moved)) > 0
+    # The loss reads the batch's rewards: other rewards, another loss.
+    outs = coin_flips(reward_agent, batch=2, length=16)[0]
+    loss = lambda r: float(reward_agent.explorer.loss(state["params"]["expl"], outs, jnp.asarray(data["action"]),
+                                                      jnp.asarray(data["is_first"]), jnp.asarray(r))[0])
+    assert loss(data["reward"]) != pytest.approx(loss(data["reward"] + 1.0))
+
+
+def test_switching_the_bonus_target_or_its_inputs_in_a_run_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"(?s)params/expl/.*expl\.target: saved 'latent', now 'reward'"):
+        resume({"expl.scale": 1.0}, {"expl.scale": 1.0, "expl.target": "reward"}, tmp_path)
+    with pytest.raises(ConfigError, match=r"(?s)params/expl/.*expl\.inputs"):
+        resume({"expl.scale": 1.0}, {"expl.scale": 1.0, "expl.inputs": ["deter", "stoch", "hidden"]}, tmp_path)
+    with pytest.raises(ConfigError, match="expl.target.*'value'.*latent.*reward"):
+        validate(build_config(["debug"], {"expl.target": "value"}))
