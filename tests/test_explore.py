@@ -183,9 +183,12 @@ def test_changing_the_ensemble_of_a_run_that_explores_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def separate():
-    """The module's agent with the bonus's own critic (bonus paid in updates 0 and 1)."""
+    """The bonus's own critic (bonus paid in updates 0 and 1), on the next reward read from
+    the memory (hidden) too: the module's `agent` covers the latent target on a shared critic,
+    this one the other choice of each (one compiled train step less)."""
     return Agent(SPACE, ACTIONS, build_config(["debug"], {"expl.scale": 1.0, "expl.until": 2,
-                                                          "expl.critic": "separate"}))
+                                                          "expl.critic": "separate", "expl.target": "reward",
+                                                          "expl.inputs": ["deter", "stoch", "hidden"]}))
 
 
 def replayed(seed=0):
@@ -238,13 +241,14 @@ def test_a_separate_bonus_critic_learns_the_bonus_returns_and_stays_out_of_the_t
     targets = jax.jit(lambda expl: behavior.replay_targets(params["critic"], outs, batch, expl)[0])
     np.testing.assert_array_equal(targets(params["expl"]), targets(None))
 
-    before = params["expl_critic"]
+    before = {name: params[name] for name in ("expl_critic", "expl")}
     state, metrics = separate.train(state, data, jax.random.PRNGKey(0))
     assert {"expl/return", "expl/advantage", "expl/retnorm_scale", "expl_critic/fit",
-            "grad_norm/expl_critic"} <= set(metrics)
-    assert float(metrics["expl/return"]) > 0
-    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before, state["params"]["expl_critic"])
-    assert max(jax.tree.leaves(moved)) > 0
+            "grad_norm/expl_critic", "loss/expl"} <= set(metrics)
+    assert float(metrics["expl/return"]) > 0 and np.isfinite(float(metrics["loss/expl"]))
+    for name in before:  # the bonus critic and the reward ensemble both learn
+        moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before[name], state["params"][name])
+        assert max(jax.tree.leaves(moved)) > 0, name
     assert float(state["expl_retnorm"]["high"]) > 0
 
     # Past expl.until the bonus critic, its slow copy and its return scale pass through.
@@ -262,13 +266,6 @@ def test_switching_the_bonus_to_its_own_critic_in_an_existing_run_is_refused(tmp
         resume({"expl.scale": 1.0}, {"expl.scale": 1.0, "expl.critic": "separate"}, tmp_path)
     resume({"expl.scale": 1.0, "expl.critic": "separate"},
            {"expl.scale": 1.0, "expl.critic": "separate", "expl.weight": 0.1}, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def reward_agent():
-    """The bonus on the next reward, read from the memory (hidden) too."""
-    return Agent(SPACE, ACTIONS, build_config(["debug"], {"expl.scale": 1.0, "expl.target": "reward",
-                                                          "expl.inputs": ["deter", "stoch", "hidden"]}))
 
 
 def widths(agent):
@@ -295,12 +292,12 @@ def coin_flips(agent, batch=16, length=8, seed=0):
     return outs, jnp.asarray(action), jnp.asarray(is_first), jnp.asarray(reward)
 
 
-def test_the_reward_bonus_fades_on_random_rewards_it_has_seen_and_stays_on_untaken_actions(reward_agent):
-    explorer = reward_agent.explorer
+def test_the_reward_bonus_fades_on_random_rewards_it_has_seen_and_stays_on_untaken_actions(separate):
+    explorer = separate.explorer
     assert explorer.inputs == ("deter", "stoch", "hidden") and explorer.size == 1
-    assert "hidden" in reward_agent.behavior.needed_features  # imagined trajectories keep it
-    outs, action, is_first, reward = coin_flips(reward_agent)
-    params = reward_agent.init(0)["params"]["expl"]
+    assert "hidden" in separate.behavior.needed_features  # imagined trajectories keep it
+    outs, action, is_first, reward = coin_flips(separate)
+    params = separate.init(0)["params"]["expl"]
     opt = optax.adam(3e-3)
     opt_state = opt.init(params)
 
@@ -313,6 +310,7 @@ def test_the_reward_bonus_fades_on_random_rewards_it_has_seen_and_stays_on_untak
 
     traj = {k: jnp.swapaxes(outs[k], 0, 1) for k in ("deter", "stoch", "hidden")}
     other = jnp.zeros_like(action).at[..., 2].set(1.0)
+    # Without a step, as imagination before expl.until: the bonus is paid.
     bonus = lambda params, act: float(explorer.bonus(params, {**traj, "action": jnp.swapaxes(act, 0, 1)}).mean())
     before = bonus(params, action)
     for _ in range(400):
@@ -330,19 +328,16 @@ def test_the_reward_bonus_fades_on_random_rewards_it_has_seen_and_stays_on_untak
         explorer.loss(params, outs, action, is_first)
 
 
-def test_an_agent_with_the_reward_bonus_trains_its_ensemble_on_the_rewards(reward_agent):
+def test_the_reward_ensemble_learns_from_the_batch_rewards(separate):
+    params = separate.init(0)["params"]["expl"]
     data = replayed()
-    state = reward_agent.init(0)
-    before = state["params"]["expl"]
-    state, metrics = reward_agent.train(state, data, jax.random.PRNGKey(0))
-    assert float(metrics["expl/bonus"]) > 0 and np.isfinite(float(metrics["loss/expl"]))
-    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before, state["params"]["expl"])
-    assert max(jax.tree.leaves(moved)) > 0
-    # The loss reads the batch's rewards: other rewards, another loss.
-    outs = coin_flips(reward_agent, batch=2, length=16)[0]
-    loss = lambda r: float(reward_agent.explorer.loss(state["params"]["expl"], outs, jnp.asarray(data["action"]),
-                                                      jnp.asarray(data["is_first"]), jnp.asarray(r))[0])
+    outs = coin_flips(separate, batch=2, length=16)[0]
+    loss = lambda r: float(separate.explorer.loss(params, outs, jnp.asarray(data["action"]),
+                                                  jnp.asarray(data["is_first"]), jnp.asarray(r))[0])
     assert loss(data["reward"]) != pytest.approx(loss(data["reward"] + 1.0))
+    # Only the rewards of steps 1..T-1 are targets (r_t arrives with the step t -> t+1's end).
+    assert loss(data["reward"]) == pytest.approx(loss(np.concatenate([data["reward"][:, :1] + 5.0,
+                                                                      data["reward"][:, 1:]], 1)))
 
 
 def test_switching_the_bonus_target_or_its_inputs_in_a_run_is_refused(tmp_path):
