@@ -428,11 +428,14 @@ def test_suite_starts_over_an_entry_whose_presets_changed_and_keeps_the_old_reco
     assert digest != suite.config_digest(entry, 1)
     assert digest != suite.config_digest(entry, 0, presets=("cpu", "tmaze", "debug"))
     # A key added since, at its neutral default, leaves old digests valid; any other value does not.
+    # A changed value of the key's own type (expl.until takes an int, expl.critic a name,
+    # expl.inputs a list of names).
+    others = {"expl.critic": ["separate"], "expl.target": ["reward"], "expl.inputs": ["deter", "stoch", "hidden"]}
     for key, neutral in suite.NEUTRAL_DEFAULTS.items():
-        assert suite.config_digest(replace(entry, args=(*entry.args, f"--{key}", str(neutral))), 0) == digest
-        # A changed value of the key's own type (expl.until takes an int, expl.critic a name).
-        other = "separate" if key == "expl.critic" else str(neutral + 3)
-        assert suite.config_digest(replace(entry, args=(*entry.args, f"--{key}", other)), 0) != digest
+        given = [str(v) for v in neutral] if isinstance(neutral, list) else [str(neutral)]
+        assert suite.config_digest(replace(entry, args=(*entry.args, f"--{key}", *given)), 0) == digest
+        other = others[key] if key in others else [str(neutral + 3)]
+        assert suite.config_digest(replace(entry, args=(*entry.args, f"--{key}", *other)), 0) != digest, key
     # train.py is replaced by a process that ends at once: the suite records it as finished.
     started = []
 
