@@ -112,10 +112,12 @@ class Explorer:
     def _x(self, state, action):
         return jnp.concatenate([self.wm.features(state, self.inputs), action.astype(jnp.float32)], -1)
 
-    def _at(self, state, stop):
-        """The features of ``state``'s steps before ``stop`` along axis 1 (batch-major
-        posterior outputs: a core state is (B, T, ...) as its hidden features need)."""
-        return self.wm.features(state, self.inputs)[:, :stop]
+    def _replayed_x(self, outs, action):
+        """Inputs of the replayed transitions t -> t+1, (B, T-1, F): the features of the
+        batch-major posterior pass (a core state is (B, T, ...), as hidden features need)
+        and a_t, both without the last step."""
+        return jnp.concatenate([self.wm.features(outs, self.inputs)[:, :-1],
+                                action[:, :-1].astype(jnp.float32)], -1)
 
     def init(self, key, wm_params):
         state = self.wm.initial_latent(wm_params, 1)
@@ -135,8 +137,7 @@ class Explorer:
         else:
             target = jax.nn.softmax(outs["post_logits"][:, 1:].astype(jnp.float32), -1)
             target = target.reshape(target.shape[:2] + (-1,))
-        now = sg(self._at(outs, -1))
-        pred = self.net.apply(params, jnp.concatenate([now, action[:, :-1].astype(jnp.float32)], -1))
+        pred = self.net.apply(params, sg(self._replayed_x(outs, action)))
         target = sg(target)
         error = ((pred - target[None]) ** 2).mean(-1)  # (heads, B, T-1)
         mask = 1.0 - is_first[:, 1:].astype(jnp.float32)
@@ -157,8 +158,7 @@ class Explorer:
         """Intrinsic reward of each replayed transition t -> t+1, (B, T-1).
 
         outs: the world model's posterior pass (B, T, ...); action: a_t (B, T, A)."""
-        x = jnp.concatenate([self._at(outs, -1), action[:, :-1].astype(jnp.float32)], -1)
-        return self._disagreement(params, x, step)
+        return self._disagreement(params, self._replayed_x(outs, action), step)
 
     def _disagreement(self, params, x, step):
         return self.paid(step, self.scale) * self.net.apply(params, x).var(0).mean(-1)
