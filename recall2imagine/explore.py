@@ -113,11 +113,9 @@ class Explorer:
         return jnp.concatenate([self.wm.features(state, self.inputs), action.astype(jnp.float32)], -1)
 
     def _replayed_x(self, outs, action):
-        """Inputs of the replayed transitions t -> t+1, (B, T-1, F): the features of the
-        batch-major posterior pass (a core state is (B, T, ...), as hidden features need)
-        and a_t, both without the last step."""
-        return jnp.concatenate([self.wm.features(outs, self.inputs)[:, :-1],
-                                action[:, :-1].astype(jnp.float32)], -1)
+        """Inputs of the replayed transitions t -> t+1, (B, T-1, F), from the batch-major
+        posterior pass (a core state is (B, T, ...), as hidden features need) and a_t."""
+        return self._x(outs, action)[:, :-1]
 
     def init(self, key, wm_params):
         state = self.wm.initial_latent(wm_params, 1)
