@@ -306,15 +306,19 @@ def test_memory_presets_resolve_and_keep_whole_episodes_in_a_training_sequence(n
                "gym_minigrid:MiniGrid-MemoryS7-v0": 245}[task]
     assert config.batch_length >= longest
     # Key-to-Door shares Visual Match's settings through the YAML anchor, the exploration bonus
-    # that both need (0 in R2I's defaults) and its stop at 200k env steps included; its own:
-    # four instances (no colour maps).
+    # that both need (0 in R2I's defaults) included. Its own: four instances (no colour maps)
+    # and the kind of bonus: the next latent, on the task critic, for the first 200k env steps;
+    # Visual Match's predicts the next reward from the memory too, on its own critic, throughout.
     if task == "keytodoor_30":
         other = validate(build_config(["cpu", "visualmatch"])).flat()
-        own = {"task", "envs.amount"}
+        own = {"task", "envs.amount", "expl.target", "expl.inputs", "expl.critic", "expl.until", "expl.units"}
         assert {k for k, v in config.flat().items() if other[k] != v} == own
-        assert (config.envs.amount, config.expl.until, other["envs.amount"], other["expl.until"]) == (
-            4, 200000, 6, 200000)
-        assert config.expl.scale > 0 and validate(build_config(["cpu"])).expl.scale == 0
+        assert (config.envs.amount, config.expl.target, config.expl.critic, config.expl.until) == (
+            4, "latent", "shared", 200000)
+        assert (other["envs.amount"], other["expl.target"], other["expl.critic"], other["expl.until"]) == (
+            6, "reward", "separate", 0)
+        assert "hidden" in other["expl.inputs"] and "hidden" not in config.expl.inputs
+        assert config.expl.scale == other["expl.scale"] > 0 and validate(build_config(["cpu"])).expl.scale == 0
 
 
 def test_popgym_cpu_is_popgym_cpu_with_tmaze_widths_and_windows():
