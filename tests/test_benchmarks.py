@@ -270,6 +270,10 @@ def test_suite_lists_the_cpu_entries_with_their_metrics():
     for name in ("tmaze_passive_100", "tmaze_passive_50_hcam", "tmaze_active_20", "popgym_repeat_first_easy",
                  "bsuite_memory_len_50", "visualmatch_30", "keytodoor_30"):
         assert name in listed
+    # An entry's own train.py flags (the sequence core it compares) are listed with its presets.
+    lines = {line.split()[0]: line for line in listed.splitlines() if line.strip()}
+    assert "--configs cpu bsuite --ssm_type gru " in lines["bsuite_memory_len_50_gru"]
+    assert "--ssm_type" not in lines["bsuite_memory_len_50"]
     assert "MMER >= 0.36" in listed and "bsuite accuracy" in listed
     assert "greedy success rate (final reward collected) >= 0.9" in listed
 
