@@ -75,27 +75,35 @@ class Entry:
     args: tuple = ()  # extra train.py arguments
 
 
+def other_cores(entry: Entry, minutes: float, cores=("gru", "hcam")) -> tuple:
+    """The entry's task and presets with each of the other sequence cores (`--ssm_type`),
+    named <entry>_<core>, within `minutes`: the memories compared inside the same world model."""
+    return tuple(dataclasses.replace(entry, name=f"{entry.name}_{core}", minutes=minutes,
+                                     args=(*entry.args, "--ssm_type", core)) for core in cores)
+
+
 # POPGym on this CPU: R2I's task preset, then its CPU companion (configs.yaml).
 POPGYM_PRESETS = ("popgym", "popgym_cpu")
 POPGYM_SOURCE = "R2I (ICLR 2024, read from its figures); POPGym paper (Morad et al. 2023)"
-BSUITE_PUBLISHED = "R2I: memory_len solved up to ~90-100 steps; DreamerV3 up to ~20-30 (bsuite pass: > 62.5%)"
+TMAZE_PASSIVE_50 = Entry("tmaze_passive_50", "tmaze_passive_50", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
+                         "Memory-RL (Ni et al. 2023): GPT solves passive T-Maze up to L = 1500, LSTM fails from ~250")
+REPEAT_PREVIOUS = Entry("popgym_repeat_previous_easy", "gym_popgym:popgym-RepeatPreviousEasy-v0", POPGYM_PRESETS,
+                        60, "mmer", 0.9, "-0.5 (random)", f"R2I ~0.8; PPO+GRU ~1.0 ({POPGYM_SOURCE})")
+# memory_len ids 9, 15, 17 are memory lengths 10, 30, 50.
+MEMORY_LEN = {length: Entry(f"bsuite_memory_len_{length}", f"dm_bsuite_memory_len/{index}", ("cpu", "bsuite"), 60,
+                            "bsuite", 0.625, "0.5",
+                            "R2I: memory_len solved up to ~90-100 steps; DreamerV3 up to ~20-30 (bsuite pass: > 62.5%)")
+              for length, index in ((10, 9), (30, 15), (50, 17))}
 CPU_SUITE = (
-    Entry("tmaze_passive_50", "tmaze_passive_50", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
-          "Memory-RL (Ni et al. 2023): GPT solves passive T-Maze up to L = 1500, LSTM fails from ~250"),
+    TMAZE_PASSIVE_50,
     Entry("tmaze_passive_100", "tmaze_passive_100", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
           "Memory-RL (Ni et al. 2023): GPT solves passive T-Maze up to L = 1500, LSTM fails from ~250"),
-    Entry("tmaze_passive_50_hcam", "tmaze_passive_50", ("cpu", "tmaze"), 30, "greedy", 0.95, "0.5",
-          "Memory-RL (Ni et al. 2023): GPT solves passive T-Maze up to L = 1500, LSTM fails from ~250",
-          ("--ssm_type", "hcam")),
+    *other_cores(TMAZE_PASSIVE_50, 30, cores=("hcam",)),
     Entry("tmaze_active_20", "tmaze_active_20", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
           "Memory-RL (Ni et al. 2023): neither GPT nor LSTM solves long active T-Maze"),
-    Entry("popgym_repeat_previous_easy", "gym_popgym:popgym-RepeatPreviousEasy-v0", POPGYM_PRESETS, 60,
-          "mmer", 0.9, "-0.5 (random)", f"R2I ~0.8; PPO+GRU ~1.0 ({POPGYM_SOURCE})"),
-    # The other sequence cores in the same world model and preset; 15 minutes, about 3x what
-    # the S5 entry took.
-    *(Entry(f"popgym_repeat_previous_easy_{core}", "gym_popgym:popgym-RepeatPreviousEasy-v0", POPGYM_PRESETS,
-            15, "mmer", 0.9, "-0.5 (random)", f"R2I ~0.8; PPO+GRU ~1.0 ({POPGYM_SOURCE})", ("--ssm_type", core))
-      for core in ("gru", "hcam")),
+    # The other cores get about 3x what the S5 entries took to meet the target.
+    REPEAT_PREVIOUS,
+    *other_cores(REPEAT_PREVIOUS, 15),
     Entry("popgym_repeat_first_easy", "gym_popgym:popgym-RepeatFirstEasy-v0", POPGYM_PRESETS, 60,
           "mmer", 0.9, "-0.5 (random)", f"not given in BENCHMARKS.md ({POPGYM_SOURCE}); target 0.9 as"
           " RepeatPrevious"),
@@ -111,16 +119,10 @@ CPU_SUITE = (
     Entry("keytodoor_30", "keytodoor_30", ("cpu", "keytodoor"), 60, "success", 0.9,
           "0.02 random walk (the key pays only at the door)",
           "Memory-RL (Ni et al. 2023): transformers give no credit-assignment gain on Key-to-Door"),
-    # memory_len ids 9, 15, 17 are memory lengths 10, 30, 50.
-    *(Entry(f"bsuite_memory_len_{length}", f"dm_bsuite_memory_len/{index}", ("cpu", "bsuite"), 60, "bsuite",
-            0.625, "0.5", BSUITE_PUBLISHED)
-      for length, index in ((10, 9), (30, 15), (50, 17))),
-    # The other sequence cores in the same world model and preset, where R2I's claim lies: a GRU
-    # (DreamerV3's RSSM) is published to solve memory_len up to ~20-30 steps only. 15 minutes:
-    # about 3x what the S5 entries took to pass at these lengths.
-    *(Entry(f"bsuite_memory_len_{length}_{core}", f"dm_bsuite_memory_len/{index}", ("cpu", "bsuite"), 15,
-            "bsuite", 0.625, "0.5", BSUITE_PUBLISHED, ("--ssm_type", core))
-      for length, index in ((30, 15), (50, 17)) for core in ("gru", "hcam")),
+    *MEMORY_LEN.values(),
+    # Where R2I's claim lies: a GRU (DreamerV3's RSSM) is published to solve memory_len up to
+    # ~20-30 steps only.
+    *(variant for length in (30, 50) for variant in other_cores(MEMORY_LEN[length], 15)),
 )
 
 
