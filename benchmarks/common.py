@@ -46,10 +46,13 @@ def timed(fn, repeats: int):
 
 def command(argv=None, module: str | None = None) -> str:
     """The command line that ran this process (`python <script> <args>`, or `python -m module
-    <args>`), quoted so that it can be pasted back into a shell."""
+    <args>`), quoted so that it can be pasted back into a shell. XLA_FLAGS, when set, leads
+    it: they change compile times and the programs compiled."""
     argv = list(sys.argv if argv is None else argv)
     words = ["-m", module, *argv[1:]] if module else argv
-    return shlex.join([Path(sys.executable).name, *words])
+    line = shlex.join([Path(sys.executable).name, *words])
+    flags = os.environ.get("XLA_FLAGS", "").strip()
+    return f"XLA_FLAGS={shlex.quote(flags)} {line}" if flags else line
 
 
 def utc_now() -> str:

@@ -54,6 +54,18 @@ def test_gpu_check_tiny_runs_on_cpu_and_records_device_train_steps_and_popgym(tm
     assert "versions: jax " in (out / "device.txt").read_text()
 
 
+def test_a_recorded_command_leads_with_the_xla_flags_it_ran_under(monkeypatch):
+    from benchmarks.common import command
+
+    argv = ["benchmarks/train_step.py", "--set", "hcam.width=64 2"]
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert command(argv) == f"{Path(sys.executable).name} benchmarks/train_step.py --set 'hcam.width=64 2'"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_a=0 --xla_b=false")
+    assert command(argv) == ("XLA_FLAGS='--xla_a=0 --xla_b=false' "
+                             f"{Path(sys.executable).name} benchmarks/train_step.py --set 'hcam.width=64 2'")
+    assert command(["evaluate.py", "run"], module="benchmarks.evaluate").endswith(" -m benchmarks.evaluate run")
+
+
 def test_train_step_rows_cut_the_batch_at_long_lengths():
     from types import SimpleNamespace
 
