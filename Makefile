@@ -39,7 +39,9 @@ train: $(VENV)/.installed
 # 9:59 at d6b28f0 and 9:55 on its code later, 10:38 at 4de92c3; 7:43 at a82faea, once each Python
 # process loaded bytecode instead of compiling its imports from source: 13:00 of CPU against 18:17;
 # 9:04 and 9:07 on the same code right after, with the same tests 10-30% slower; 8:42 at f1b85bc;
-# 9:10 at 3b203a9 on 2026-12-07, 524 tests; 9:04 at 1c89317)
+# 9:10 at 3b203a9 on 2026-12-07, 524 tests; 9:04 at 1c89317; 11:29 at 78f3386 and 12:10 on it
+# the next morning, 21:20 of CPU; 7:49 at fca88e3, compiled without XLA's CPU fusion emitters:
+# 13:08 of CPU, 525 tests)
 # (benchmarks/results/test_suite_time_*.json; the machine's speed varies).
 test: $(VENV)/.installed-test
 	$(RUN) -m pytest tests -n 2 --dist worksteal $(ARGS)
