@@ -98,7 +98,7 @@ CPU_SUITE = (
     TMAZE_PASSIVE_50,
     Entry("tmaze_passive_100", "tmaze_passive_100", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
           "Memory-RL (Ni et al. 2023): GPT solves passive T-Maze up to L = 1500, LSTM fails from ~250"),
-    *other_cores(TMAZE_PASSIVE_50, 30, cores=("hcam",)),
+    *other_cores(TMAZE_PASSIVE_50, 30),
     Entry("tmaze_active_20", "tmaze_active_20", ("cpu", "tmaze"), 60, "greedy", 0.95, "0.5",
           "Memory-RL (Ni et al. 2023): neither GPT nor LSTM solves long active T-Maze"),
     # The other cores get about 3x what the S5 entries took to meet the target.
@@ -122,7 +122,7 @@ CPU_SUITE = (
     *MEMORY_LEN.values(),
     # Where R2I's claim lies: a GRU (DreamerV3's RSSM) is published to solve memory_len up to
     # ~20-30 steps only.
-    *(variant for length in (30, 50) for variant in other_cores(MEMORY_LEN[length], 15)),
+    *(variant for length in (10, 30, 50) for variant in other_cores(MEMORY_LEN[length], 15)),
 )
 
 
