@@ -7,8 +7,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MUJOCO_GL", "egl")
 # LLVM's optimisation passes are most of XLA's CPU compile time and buy nothing for the
 # suite's tiny models (about 40% less CPU time). Without XLA's newer CPU fusion emitters the
-# debug agent's train step compiles in about half the time (S5 4.7 s against 8.0, GRU 4.7
-# against 7.3, HCAM 6.4 against 13.5) and runs 20-30% slower (13 ms against 10 for S5),
+# debug agent's train step compiles in 36-52% less time (S5 4.7 s against 8.0, GRU 4.7
+# against 7.3, HCAM 6.4 against 13.5) and runs 27-38% slower (S5 13 ms against 10),
 # which the suite's short runs more than win back (benchmarks/results/
 # train_step_debug_xla_opt0{,_nofusion}.json). train.py subprocesses inherit both flags.
 os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
