@@ -10,7 +10,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 # debug agent's train step compiles in 36-52% less time (S5 4.7 s against 8.0, GRU 4.7
 # against 7.3, HCAM 6.4 against 13.5) and runs 27-38% slower (S5 13 ms against 10),
 # which the suite's short runs more than win back (benchmarks/results/
-# train_step_debug_xla_opt0{,_nofusion}.json). train.py subprocesses inherit both flags.
+# train_step_debug_xla_opt0{,_nofusion}.json). At training widths the emitters win (the
+# `cpu visualmatch` step at T = 128: 92 ms against 124, train_step_visualmatch_xla_*.json),
+# so training and the benchmarks keep XLA's defaults. train.py subprocesses inherit both flags.
 os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
                                                  "--xla_backend_optimization_level=0",
                                                  "--xla_cpu_use_fusion_emitters=false"]))
