@@ -228,7 +228,7 @@ ADDED = {"run.solved_score": (1.0, {"tmaze": 0.95}), "run.solved_evals": (0, {"t
          "actent_kind": ("entropy", {"tmaze": "uniform", "bsuite": "uniform"})}
 # Preset values changed since: key -> {preset: new value}; DEFAULT: the preset no longer sets it.
 DEFAULT = object()
-# The bsuite preset took the memory presets' widths and settings (README, BSuite memory_len).
+# The bsuite preset took the memory presets' widths and settings (benchmarks/RESULTS.md, BSuite memory_len).
 BSUITE = {"envs.amount": 4, "run.train_ratio": 64.0, "batch_size": 2, "replay_size": 1000000,
           "rssm.deter": 128, "rssm.units": 64, "rssm.hidden": 32, "rssm.stoch": 8, "rssm.classes": 8,
           "rssm.initial": DEFAULT, "ssm.n_layers": 2, "ssm_cell.n_blocks": 4, "ssm_cell.discretization": DEFAULT,
