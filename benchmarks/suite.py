@@ -121,8 +121,9 @@ CPU_SUITE = (
           " not taken from the paper)"),
     KEYTODOOR_30,
     # S5 met the target at 646-662k env steps (52-56 min), so the GRU gets the 60-minute cap. HCAM
-    # is left out: its train step is 2.3-2.5x S5's at these widths (benchmarks/RESULTS.md, "Which
-    # core, on Visual Match"), so 60 minutes would give it less than half of those env steps.
+    # is left out: on Visual Match at these widths it ran 59 env steps a second against S5's 130
+    # (benchmarks/RESULTS.md, "Which core, on Visual Match"), so 60 minutes would give it less
+    # than half of those env steps.
     *other_cores(KEYTODOOR_30, 60, cores=("gru",)),
     *MEMORY_LEN.values(),
     # Where R2I's claim lies: a GRU (DreamerV3's RSSM) is published to solve memory_len up to
