@@ -79,7 +79,7 @@ def other_cores(entry: Entry, minutes: float, cores=("gru", "hcam")) -> tuple:
     """The entry's task and presets with each of the other sequence cores (`--ssm_type`),
     named <entry>_<core>, within `minutes`: the memories compared inside the same world model.
     The suite gives them about 3x what its S5 entry took to meet the target (15 minutes at
-    least)."""
+    least, 60 at most: an entry's cap)."""
     return tuple(dataclasses.replace(entry, name=f"{entry.name}_{core}", minutes=minutes,
                                      args=(*entry.args, "--ssm_type", core)) for core in cores)
 
@@ -120,10 +120,9 @@ CPU_SUITE = (
           "Memory-RL (Ni et al. 2023): Visual Match run at L = 60-1000 with GPT and LSTM (per-length success"
           " not taken from the paper)"),
     KEYTODOOR_30,
-    # S5 met the target at 646-662k env steps (52-56 min), so the GRU gets the 60-minute cap. HCAM
-    # is left out: on Visual Match at these widths it ran 59 env steps a second against S5's 130
-    # (benchmarks/RESULTS.md, "Which core, on Visual Match"), so 60 minutes would give it less
-    # than half of those env steps.
+    # S5 took 52-56 min (646-662k env steps): the GRU gets the cap. HCAM is left out: on Visual
+    # Match at these widths it ran 59 env steps a second against S5's 130 (benchmarks/RESULTS.md,
+    # "Which core, on Visual Match"), so 60 minutes would give it less than half of those.
     *other_cores(KEYTODOOR_30, 60, cores=("gru",)),
     *MEMORY_LEN.values(),
     # Where R2I's claim lies: a GRU (DreamerV3's RSSM) is published to solve memory_len up to
