@@ -323,12 +323,13 @@ def test_memory_presets_resolve_and_keep_whole_episodes_in_a_training_sequence(n
 
 def test_popgym_cpu_is_popgym_cpu_with_tmaze_widths_and_windows():
     """`popgym popgym_cpu` differs from `popgym cpu` only in the sizes it takes from T-Maze's
-    preset: the merged `cpu` patterns (`.*\\.units`) must not undo its rssm widths."""
+    preset (HCAM's one block too): the merged `cpu` patterns (`.*\\.units`) must not undo its rssm widths."""
     narrow = validate(build_config(["popgym", "popgym_cpu"])).flat()
     wide = validate(build_config(["popgym", "cpu"])).flat()
     tmaze = validate(build_config(["cpu", "tmaze"])).flat()
     taken = {"batch_size", "batch_length", "encoder.mlp_units", "decoder.mlp_units", "ssm_cell.dt_min",
-             "ssm_cell.dt_max", *(f"rssm.{key}" for key in ("deter", "units", "hidden", "stoch", "classes"))}
+             "ssm_cell.dt_max", "hcam.n_layers",
+             *(f"rssm.{key}" for key in ("deter", "units", "hidden", "stoch", "classes"))}
     assert {key for key in narrow if narrow[key] != wide[key]} == taken
     assert {key: narrow[key] for key in taken} == {key: tmaze[key] for key in taken}
 
