@@ -102,6 +102,8 @@ MEMORY_LEN = {length: Entry(f"bsuite_memory_len_{length}", f"dm_bsuite_memory_le
 KEYTODOOR_30 = Entry("keytodoor_30", "keytodoor_30", ("cpu", "keytodoor"), 60, "success", 0.9,
                      "0.02 random walk (the key pays only at the door)",
                      "Memory-RL (Ni et al. 2023): transformers give no credit-assignment gain on Key-to-Door")
+AUTOENCODE = Entry("popgym_autoencode_easy", "gym_popgym:popgym-AutoencodeEasy-v0", POPGYM_PRESETS, 60,
+                   "mmer", 0.36, "-0.5 (random)", f"R2I 0.36 ({POPGYM_SOURCE})")
 CPU_SUITE = (
     TMAZE_PASSIVE_50,
     dataclasses.replace(TMAZE_PASSIVE_50, name="tmaze_passive_100", task="tmaze_passive_100"),
@@ -116,8 +118,10 @@ CPU_SUITE = (
     Entry("popgym_count_recall_easy", "gym_popgym:popgym-CountRecallEasy-v0", POPGYM_PRESETS, 60,
           "mmer", None, "-0.925 (random); -0.45 answering from the step count alone (benchmarks/popgym_levels.py)",
           f"not given in BENCHMARKS.md ({POPGYM_SOURCE})"),
-    Entry("popgym_autoencode_easy", "gym_popgym:popgym-AutoencodeEasy-v0", POPGYM_PRESETS, 60,
-          "mmer", 0.36, "-0.5 (random)", f"R2I 0.36 ({POPGYM_SOURCE})"),
+    AUTOENCODE,
+    # S5 did not meet it in 60 minutes (MMER -0.133 at 630k env steps, rising): the others get
+    # the cap. Each recall asks for a card up to 102 steps back, all inside HCAM's 8 chunks.
+    *other_cores(AUTOENCODE, 60),
     Entry("visualmatch_30", "visualmatch_30", ("cpu", "visualmatch"), 60, "success", 0.9,
           "1/3 memoryless; 0.06 random walk",
           "Memory-RL (Ni et al. 2023): Visual Match run at L = 60-1000 with GPT and LSTM (per-length success"
