@@ -170,7 +170,7 @@ def score(entry: Entry, logdir: Path, after: int = -1) -> dict:
 # it was: at that value they stay out of the digest, so the records stay current.
 NEUTRAL_DEFAULTS = {"loss_scales.repval": 0.0, "expl.until": 0, "expl.critic": "shared",
                     "expl.weight": 1.0, "run.model_updates": 1, "expl.target": "latent",
-                    "expl.inputs": ["deter", "stoch"]}
+                    "expl.inputs": ["deter", "stoch"], "hcam.local_positions": False}
 # Options of the sequence cores a run does not use (by its ssm_type): changing them changes
 # nothing it trains, so they stay out of the digest.
 UNUSED_CORE_OPTIONS = {"mimo": ("hcam.",), "gru": ("hcam.",), "hcam": ("ssm.", "ssm_cell.")}

@@ -81,6 +81,7 @@ OPTIONS = {
     "hcam.max_chunks": positive,
     "hcam.across_episodes": ANY,
     "hcam.time_encoding": ANY,
+    "hcam.local_positions": ANY,
 }
 # R2I writes `ssm.parallel: True` (parallel scan) or False (sequential scan).
 ALIASES = {"ssm.parallel": Alias("ssm.scan", {"true": "parallel", "false": "sequential"})}
@@ -116,5 +117,6 @@ def build_core(options, units: int, deter: int, hidden: int, initial: str, norm:
         return HCAMCore(features=units, n_layers=h.n_layers, chunk=h.chunk, top_k=h.top_k,
                         heads=h.heads, width=h.width, max_chunks=h.max_chunks,
                         across_episodes=h.across_episodes, time_encoding=h.time_encoding,
+                        local_positions=h.local_positions,
                         dtype=dtype)
     return GRUCore(deter=deter, norm=norm, initial=initial, dtype=dtype)

@@ -133,10 +133,13 @@ def chunk_read(q, rows, weights, key, value, positions):
             + weights.sum(-1)[..., None, None] * bv.astype(jnp.float32))
 
 
-def local_attention(q, k, v, valid, bias):
+def local_attention(q, k, v, valid, bias, offset_keys=None):
     """Causal local attention: q (..., h, d); k, v (..., W, h, d) at offsets 0..W-1
-    back in time; valid (..., W) with offset 0 always valid; bias (h, W).
+    back in time; valid (..., W) with offset 0 always valid; bias (h, W); offset_keys
+    (W, h, d) or None: added to every row's key at that offset.
     Returns (..., h, d) float32."""
+    if offset_keys is not None:
+        k = k + offset_keys.astype(k.dtype)
     scores = jnp.einsum("...hd,...whd->...hw", q, k).astype(jnp.float32)
     scores = scores / math.sqrt(q.shape[-1]) + bias
     probs = jax.nn.softmax(jnp.where(valid[..., None, :], scores, NEG), -1)
@@ -288,6 +291,7 @@ class HCAMBlock(nn.Module):
     heads: int
     width: int
     read: str = "auto"
+    local_positions: bool = False
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
@@ -303,6 +307,11 @@ class HCAMBlock(nn.Module):
         self.local_out = merge()
         self.local_bias = self.param("local_bias", nn.initializers.zeros,
                                      (self.heads, self.chunk + 1))
+        if self.local_positions:
+            # A key for each offset 0..C, projected from its sinusoidal features: a query
+            # picks offsets through a (features x heads x d) projection, not only through
+            # one scalar bias per head and offset, which Adam moves by at most ~lr an update.
+            self.local_pos = project(bias=False)
         scaled = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
         self.mem_query = nn.Dense(self.width, use_bias=False, dtype=self.dtype, kernel_init=scaled)
         self.mem_key = nn.Dense(self.width, use_bias=False, dtype=self.dtype, kernel_init=scaled)
@@ -315,6 +324,12 @@ class HCAMBlock(nn.Module):
         self.mlp_norm = nn.LayerNorm(epsilon=1e-3)
         self.mlp_in = nn.Dense(4 * self.features, dtype=self.dtype)
         self.mlp_out = nn.Dense(self.features, dtype=self.dtype)
+
+    def _offset_keys(self):
+        """(C + 1, heads, d) keys of offsets 0..C, or None without `local_positions`."""
+        if not self.local_positions:
+            return None
+        return self.local_pos(sinusoid(self.chunk + 1, TIME_FEATURES))
 
     def _finish(self, x, mixed):
         x = x + mixed.astype(jnp.float32)
@@ -357,7 +372,7 @@ class HCAMBlock(nn.Module):
                                 jnp.concatenate([k_now[:, None], window_k[:, ::-1]], 1),
                                 jnp.concatenate([v_now[:, None], window_v[:, ::-1]], 1),
                                 jnp.concatenate([now, state["window_valid"][:, ::-1]], 1),
-                                self.local_bias)
+                                self.local_bias, self._offset_keys())
         logits = self._chunk_logits(row, layer["keys"], "bf,bmf->bm",
                                     None if frozen is None else frozen["mem_keys"])
         if self.top_k:
@@ -403,6 +418,10 @@ class HCAMBlock(nn.Module):
         near = (offset >= 0) & (offset <= c)
         valid = near[None, :, :, None] & (pair(split(ep))[:, None] == split(ep[c:])[:, :, None])
         scores = jnp.einsum("icbhd,ijbhd->ibhcj", query, keys).astype(jnp.float32)
+        offset_keys = self._offset_keys()
+        if offset_keys is not None:
+            scores = scores + jnp.einsum("icbhd,cjhd->ibhcj", query,
+                                         offset_keys[jnp.clip(offset, 0, c)]).astype(jnp.float32)
         scores = scores / math.sqrt(query.shape[-1]) + self.local_bias[:, jnp.clip(offset, 0, c)]
         probs = jax.nn.softmax(jnp.where(valid.transpose(0, 3, 1, 2)[:, :, None], scores, NEG), -1)
         out = jnp.einsum("ibhcj,ijbhd->icbhd", probs, values.astype(jnp.float32))
@@ -481,6 +500,7 @@ class HCAMCore(nn.Module):
     across_episodes: bool = False
     time_encoding: bool = True
     read: str = "auto"
+    local_positions: bool = False
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
@@ -490,6 +510,7 @@ class HCAMCore(nn.Module):
                                   kernel_init=nn.initializers.zeros)
         self.blocks = [HCAMBlock(features=self.features, chunk=self.chunk, top_k=self.top_k,
                                  heads=self.heads, width=self.width, read=self.read,
+                                 local_positions=self.local_positions,
                                  dtype=self.dtype)
                        for _ in range(self.n_layers)]
 

@@ -822,3 +822,32 @@ def test_reward_probe_seek_touches_one_object_per_episode_and_scores_only_touche
     with pytest.raises(ValueError, match="Visual Match"):
         collect(tmaze, 5, ("vector", "reward", "is_first", "is_terminal"), 4, "seek_apples")
     tmaze.close()
+
+
+def test_offset_recall_asks_for_the_suit_k_steps_back_in_the_same_episode_and_records_each_core(tmp_path):
+    import numpy as np
+
+    from benchmarks import offset_recall
+
+    suits, reset, estep = offset_recall.batch(np.random.default_rng(0), 8, 40, 13)
+    assert reset[0].all() and (reset == (estep == 0)).all()
+    # Episode steps count up by one between starts; inside the window episodes start 13 steps
+    # apart, the first within 13 steps of the window's start (its episode began before it).
+    assert ((np.diff(estep, axis=0) == 1) | reset[1:]).all()
+    for b in range(8):
+        starts = np.nonzero(reset[1:, b])[0] + 1
+        assert starts[0] <= 13 and (np.diff(starts) == 13).all()
+    target, scored = offset_recall.targets(suits, estep, 4, first=False)
+    for t, b in zip(*np.nonzero(scored)):
+        assert estep[t, b] >= 4 and target[t, b] == suits[t - 4, b]
+    assert not scored[estep < 4].any()
+    first, scored = offset_recall.targets(suits, estep, 0, first=True)
+    for t, b in zip(*np.nonzero(scored)):
+        assert first[t, b] == suits[t - estep[t, b], b] and estep[t, b] >= 1
+
+    offset_recall.main(["--presets", "debug", "--cores", "hcam", "--offsets", "4", "0", "--updates", "4",
+                        "--every", "2", "--out", str(tmp_path / "recall")])
+    record = json.loads((tmp_path / "recall.json").read_text())
+    assert [(r["core"], r["offset"], r["first"]) for r in record["results"]] == [("hcam", 4, False), ("hcam", 0, True)]
+    assert all([row["updates"] for row in r["curve"]] == [2, 4] for r in record["results"])
+    assert all(0.0 <= r["final_accuracy"] <= 1.0 for r in record["results"]) and record["chance"] == 0.25

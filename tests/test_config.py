@@ -220,7 +220,7 @@ ADDED = {"run.solved_score": (1.0, {"tmaze": 0.95}), "run.solved_evals": (0, {"t
          "run.solved_metric": ("score", {}), "envs.obs": ("", {}),
          **{f"hcam.{key}": (value, {}) for key, value in dict(
              chunk=16, top_k=4, heads=4, width=128, across_episodes=False,
-             time_encoding=True).items()},
+             time_encoding=True, local_positions=False).items()},
          "hcam.n_layers": (2, {"tmaze": 1, "bsuite": 1}),
          "hcam.max_chunks": (64, {"cpu": 8}), "loss_scales.repval": (0.0, {}), "expl.until": (0, {}),
          "expl.critic": ("shared", {}), "expl.weight": (1.0, {}), "run.model_updates": (1, {}),

@@ -373,3 +373,28 @@ def test_an_all_zero_input_step_does_not_blow_up_the_input_gradient(init_params,
     at_starts = np.abs(np.asarray(grad)[np.asarray(reset)]).max()
     elsewhere = np.abs(np.asarray(grad)[~np.asarray(reset)]).max()
     assert at_starts < 1e6 * elsewhere, (at_starts, elsewhere)
+
+
+def test_offset_keys_change_the_local_attention_and_sequence_still_equals_the_step_loop(params, data):
+    """`local_positions` adds a projected key for each offset 0..C to the local path: its
+    outputs differ from the same weights without them, and training's blocked sequence form
+    still equals acting's step loop across resets."""
+    u, reset = data
+    core = HCAMCore(features=H, n_layers=2, chunk=C, heads=2, width=8, max_chunks=M, local_positions=True,
+                    **CONFIGS["base"])
+    with_keys = jax.jit(core.init)(jax.random.key(4), u, reset)
+    kernel = with_keys["params"]["blocks_0"]["local_pos"]["kernel"]
+    assert kernel.shape == (32, 2, 4)  # sinusoidal features x heads x head width
+    # The shared parameters plus the new offset keys.
+    merged = {"params": {**params["params"], **{
+        name: {**params["params"][name], "local_pos": with_keys["params"][name]["local_pos"]}
+        for name in ("blocks_0", "blocks_1")}}}
+    y, _ = jax.jit(core.apply)(merged, u, reset)
+
+    def body(state, inputs):
+        out, state = core.apply(merged, *inputs, state, method=HCAMCore.step)
+        return state, out
+    _, y_steps = jax.jit(lambda: jax.lax.scan(body, core.initial_state((B,)), (u, reset)))()
+    np.testing.assert_allclose(y, y_steps, atol=1e-5)
+    y_plain, _ = jitted("base")[0](params, u, reset)
+    assert np.abs(np.asarray(y) - np.asarray(y_plain)).max() > 1e-2
