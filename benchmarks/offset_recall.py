@@ -68,21 +68,30 @@ def targets(suits, estep, offset: int, first: bool):
     return np.take_along_axis(suits, np.broadcast_to(back, suits.shape), 0), estep >= offset
 
 
+def match_actions(rng: np.random.Generator, recalled):
+    """The match rule's actions and answers: the recalled suit half of the time, another suit
+    otherwise; the answer (int 0/1) says whether the action is the recalled suit."""
+    other = (recalled + rng.integers(1, SUITS, recalled.shape)) % SUITS
+    action = np.where(rng.random(recalled.shape) < 0.5, recalled, other)
+    return action, (action == recalled).astype(np.int32)
+
+
 class Recaller(nn.Module):
     core: nn.Module
     units: int
     parallel: bool
+    classes: int
 
     @nn.compact
-    def __call__(self, suits, reset):
-        u = nn.Dense(self.units)(jax.nn.one_hot(suits, SUITS))
+    def __call__(self, x, reset):
+        u = nn.Dense(self.units)(x)
         if self.parallel:
             y, _ = self.core(u, reset, None)
         else:
             scan = nn.scan(lambda core, carry, inputs: core.step(inputs[0], inputs[1], carry),
                            variable_broadcast="params", split_rngs={"params": False})
             _, y = scan(self.core, self.core.initial_state(u.shape[1:2]), (u, reset))
-        return nn.Dense(SUITS)(y)
+        return nn.Dense(self.classes)(y)
 
 
 def parse_args(argv=None):
@@ -91,6 +100,9 @@ def parse_args(argv=None):
     parser.add_argument("--cores", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--offsets", nargs="+", type=int, default=[4],
                         help="steps back to recall; 0 means the episode's first input (RepeatFirst)")
+    parser.add_argument("--rule", choices=["recall", "match"], default="recall",
+                        help="recall: name the suit k steps back; match: say whether the step's action "
+                             "(the suit k back half of the time) is that suit, the reward rule's form")
     parser.add_argument("--episode", type=int, default=52, help="episode length (RepeatPreviousEasy: 52)")
     parser.add_argument("--updates", type=int, default=4000)
     parser.add_argument("--every", type=int, default=100)
@@ -106,7 +118,8 @@ def run(config, core_name: str, offset: int, args) -> dict:
     core = build_core(config.part(CORE_OPTIONS), units=config["rssm.units"], deter=config["rssm.deter"],
                       hidden=config["rssm.hidden"], initial=config["rssm.initial"], norm=config["rssm.norm"],
                       dtype=jnp.float32)
-    model = Recaller(core, config["rssm.units"], KINDS[core_name].parallel)
+    match = args.rule == "match"
+    model = Recaller(core, config["rssm.units"], KINDS[core_name].parallel, 2 if match else SUITS)
     rng = np.random.default_rng(args.seed)
     size, length = config["batch_size"], config["batch_length"]
     first = offset == 0
@@ -114,15 +127,19 @@ def run(config, core_name: str, offset: int, args) -> dict:
     def data():
         suits, reset, estep = batch(rng, size, length, args.episode)
         target, mask = targets(suits, estep, offset, first)
-        return jnp.asarray(suits), jnp.asarray(reset), jnp.asarray(target), jnp.asarray(mask, jnp.float32)
+        x = jax.nn.one_hot(suits, SUITS)
+        if match:
+            action, target = match_actions(rng, target)
+            x = jnp.concatenate([x, jax.nn.one_hot(action, SUITS)], -1)
+        return x, jnp.asarray(reset), jnp.asarray(target), jnp.asarray(mask, jnp.float32)
 
-    suits, reset, _, _ = data()
-    params = model.init(jax.random.key(args.seed), suits, reset)
+    x, reset, _, _ = data()
+    params = model.init(jax.random.key(args.seed), x, reset)
     optimizer = make_optimizer(config.model_opt, config.ssm_opt)
     opt_state = optimizer.init(params)
 
-    def loss_fn(params, suits, reset, target, mask):
-        logits = model.apply(params, suits, reset)
+    def loss_fn(params, x, reset, target, mask):
+        logits = model.apply(params, x, reset)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, target)
         correct = (logits.argmax(-1) == target).astype(jnp.float32)
         return (loss * mask).sum() / mask.sum(), (correct * mask).sum() / mask.sum()
@@ -146,7 +163,7 @@ def run(config, core_name: str, offset: int, args) -> dict:
                 reached = i
                 if args.stop:
                     break
-    return {"core": core_name, "offset": offset, "first": first, "updates_to_target": reached,
+    return {"core": core_name, "offset": offset, "first": first, "rule": args.rule, "updates_to_target": reached,
             "final_accuracy": curve[-1]["accuracy"] if curve else None,
             "seconds": round(time.perf_counter() - start, 1), "curve": curve}
 
@@ -159,8 +176,8 @@ def main(argv=None) -> int:
         config = build_config(args.presets, {**set_overrides(args.set), "ssm_type": [core_name]})
         for offset in args.offsets:
             results.append(run(config, core_name, offset, args))
-    chance = 1.0 / SUITS
-    record = {"meta": meta, "presets": args.presets, "set": args.set, "episode": args.episode,
+    chance = 0.5 if args.rule == "match" else 1.0 / SUITS
+    record = {"meta": meta, "presets": args.presets, "set": args.set, "rule": args.rule, "episode": args.episode,
               "target": args.target, "chance": chance, "results": results}
     rows = [{k: v for k, v in r.items() if k != "curve"} for r in results]
     for row in rows:

@@ -845,6 +845,10 @@ def test_offset_recall_asks_for_the_suit_k_steps_back_in_the_same_episode_and_re
     for t, b in zip(*np.nonzero(scored)):
         assert first[t, b] == suits[t - estep[t, b], b] and estep[t, b] >= 1
 
+    # The reward rule's form: an action that is the recalled suit half of the time, never another one.
+    action, answer = offset_recall.match_actions(np.random.default_rng(1), target)
+    assert (answer == (action == target)).all() and 0.45 < answer.mean() < 0.55
+
     offset_recall.main(["--presets", "debug", "--cores", "hcam", "--offsets", "4", "0", "--updates", "4",
                         "--every", "2", "--out", str(tmp_path / "recall")])
     record = json.loads((tmp_path / "recall.json").read_text())
