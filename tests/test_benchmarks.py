@@ -446,12 +446,17 @@ def test_suite_starts_over_an_entry_whose_presets_changed_and_keeps_the_old_reco
     # A key added since, at its neutral default, leaves old digests valid; any other value does not.
     # A changed value of the key's own type (expl.until takes an int, expl.critic a name,
     # expl.inputs a list of names).
-    others = {"expl.critic": ["separate"], "expl.target": ["reward"], "expl.inputs": ["deter", "stoch", "hidden"]}
+    # An HCAM option counts in the digests of HCAM runs only: it is checked on the HCAM entry.
+    others = {"expl.critic": ["separate"], "expl.target": ["reward"], "expl.inputs": ["deter", "stoch", "hidden"],
+              "hcam.local_positions": ["True"]}
+    hcam = next(e for e in suite.CPU_SUITE if e.name == "tmaze_passive_50_hcam")
     for key, neutral in suite.NEUTRAL_DEFAULTS.items():
+        subject = hcam if key.startswith("hcam.") else entry
+        before = suite.config_digest(subject, 0)
         given = [str(v) for v in neutral] if isinstance(neutral, list) else [str(neutral)]
-        assert suite.config_digest(replace(entry, args=(*entry.args, f"--{key}", *given)), 0) == digest
+        assert suite.config_digest(replace(subject, args=(*subject.args, f"--{key}", *given)), 0) == before
         other = others[key] if key in others else [str(neutral + 3)]
-        assert suite.config_digest(replace(entry, args=(*entry.args, f"--{key}", *other)), 0) != digest, key
+        assert suite.config_digest(replace(subject, args=(*subject.args, f"--{key}", *other)), 0) != before, key
     # train.py is replaced by a process that ends at once: the suite records it as finished.
     started = []
 
