@@ -39,8 +39,9 @@ import optax  # noqa: E402
 
 from benchmarks.common import RESULTS, key_value, run_metadata, set_overrides, write_record  # noqa: E402
 from recall2imagine.config import build_config  # noqa: E402
-from recall2imagine.cores import KINDS, OPTIONS as CORE_OPTIONS, build_core  # noqa: E402
+from recall2imagine.cores import KINDS  # noqa: E402
 from recall2imagine.optim import make_optimizer  # noqa: E402
+from recall2imagine.world_model import build_sequence_core  # noqa: E402
 
 SUITS = 4
 
@@ -115,9 +116,7 @@ def parse_args(argv=None):
 
 
 def run(config, core_name: str, offset: int, args) -> dict:
-    core = build_core(config.part(CORE_OPTIONS), units=config["rssm.units"], deter=config["rssm.deter"],
-                      hidden=config["rssm.hidden"], initial=config["rssm.initial"], norm=config["rssm.norm"],
-                      dtype=jnp.float32)
+    core = build_sequence_core(config, jnp.float32)
     match = args.rule == "match"
     model = Recaller(core, config["rssm.units"], KINDS[core_name].parallel, 2 if match else SUITS)
     rng = np.random.default_rng(args.seed)

@@ -169,6 +169,14 @@ class WorldModelNet(nn.Module):
                 self.cont(features(out, head_inputs["cont"])).mean())
 
 
+def build_sequence_core(config, dtype):
+    """The sequence core (`ssm_type`) at the world model's rssm widths, from its config slice
+    (or any config holding `rssm.*` and the cores' options)."""
+    r = config.rssm
+    return build_core(config.part(CORE_OPTIONS), units=r.units, deter=r.deter, hidden=r.hidden,
+                      initial=r.initial, norm=r.norm, dtype=dtype)
+
+
 def build_net(obs_shapes, config, dtype):
     """WorldModelNet from the world model's config slice; obs_shapes {key: shape}.
 
@@ -177,8 +185,7 @@ def build_net(obs_shapes, config, dtype):
     enc_cnn, enc_mlp = nets.select_keys(obs_shapes, enc.cnn_keys, enc.mlp_keys)
     dec_cnn, dec_mlp = nets.select_keys(obs_shapes, dec.cnn_keys, dec.mlp_keys)
     kind = KINDS[config.ssm_type]
-    core = build_core(config.part(CORE_OPTIONS), units=r.units, deter=r.deter, hidden=r.hidden,
-                      initial=r.initial, norm=r.norm, dtype=dtype)
+    core = build_sequence_core(config, dtype)
     deter_out = None if kind.state_is_deter else nn.Dense(r.deter, dtype=dtype, kernel_init=nets.dense_init())
     latent_mlp = lambda: nn.Sequential([
         nets.MLP(1, r.units, r.act, r.norm, dtype=dtype),

@@ -450,9 +450,9 @@ def test_suite_starts_over_an_entry_whose_presets_changed_and_keeps_the_old_reco
     others = {"expl.critic": ["separate"], "expl.target": ["reward"], "expl.inputs": ["deter", "stoch", "hidden"],
               "hcam.local_positions": ["True"]}
     hcam = next(e for e in suite.CPU_SUITE if e.name == "tmaze_passive_50_hcam")
+    hcam_digest = suite.config_digest(hcam, 0)
     for key, neutral in suite.NEUTRAL_DEFAULTS.items():
-        subject = hcam if key.startswith("hcam.") else entry
-        before = suite.config_digest(subject, 0)
+        subject, before = (hcam, hcam_digest) if key.startswith("hcam.") else (entry, digest)
         given = [str(v) for v in neutral] if isinstance(neutral, list) else [str(neutral)]
         assert suite.config_digest(replace(subject, args=(*subject.args, f"--{key}", *given)), 0) == before
         other = others[key] if key in others else [str(neutral + 3)]
