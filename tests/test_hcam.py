@@ -60,9 +60,9 @@ def episode_steps(reset):
     return steps
 
 
-def assert_trees_close(a, b, atol=1e-5):
+def assert_trees_close(a, b, atol=1e-5, rtol=1e-7):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x, float),
-                                                         np.asarray(y, float), atol=atol), a, b)
+                                                         np.asarray(y, float), rtol=rtol, atol=atol), a, b)
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,8 @@ def test_gathered_and_dense_reads_agree_in_outputs_and_gradients(params, data, s
     dense = gathered.clone(read="dense")
     loss = lambda core: lambda p, x: (core.apply(p, x, reset, state)[0] ** 2).sum()
     grads = [jax.jit(jax.grad(loss(core), argnums=(0, 1)))(params, u) for core in (dense, gathered)]
-    assert_trees_close(grads[0], grads[1], atol=1e-4)
+    # float32 gradients reach several hundred here: both reads sum the same terms in other orders.
+    assert_trees_close(grads[0], grads[1], atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(jax.jit(dense.apply)(params, u, reset)[0], jitted("base")[0](params, u, reset)[0],
                                atol=1e-5)
     # auto gathers from T >= 4 top_k C; top_k 0 always reads densely.
