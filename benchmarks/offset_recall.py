@@ -69,6 +69,11 @@ def targets(suits, estep, offset: int, first: bool):
     return np.take_along_axis(suits, np.broadcast_to(back, suits.shape), 0), estep >= offset
 
 
+def answers(rule: str) -> int:
+    """How many answers the rule's head chooses from: a suit, or match / no match."""
+    return 2 if rule == "match" else SUITS
+
+
 def match_actions(rng: np.random.Generator, recalled):
     """The match rule's actions and answers: the recalled suit half of the time, another suit
     otherwise; the answer (int 0/1) says whether the action is the recalled suit."""
@@ -118,7 +123,7 @@ def parse_args(argv=None):
 def run(config, core_name: str, offset: int, args) -> dict:
     core = build_sequence_core(config, jnp.float32)
     match = args.rule == "match"
-    model = Recaller(core, config["rssm.units"], KINDS[core_name].parallel, 2 if match else SUITS)
+    model = Recaller(core, config["rssm.units"], KINDS[core_name].parallel, answers(args.rule))
     rng = np.random.default_rng(args.seed)
     size, length = config["batch_size"], config["batch_length"]
     first = offset == 0
@@ -175,7 +180,7 @@ def main(argv=None) -> int:
         config = build_config(args.presets, {**set_overrides(args.set), "ssm_type": [core_name]})
         for offset in args.offsets:
             results.append(run(config, core_name, offset, args))
-    chance = 0.5 if args.rule == "match" else 1.0 / SUITS
+    chance = 1.0 / answers(args.rule)
     record = {"meta": meta, "presets": args.presets, "set": args.set, "rule": args.rule, "episode": args.episode,
               "target": args.target, "chance": chance, "results": results}
     rows = [{k: v for k, v in r.items() if k != "curve"} for r in results]
