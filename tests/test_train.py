@@ -7,6 +7,7 @@ persistent compilation cache, so only the first run of each model compiles.
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -83,28 +84,24 @@ def test_a_debug_run_writes_every_documented_file(tmaze_run):
         assert record["episode/length"] == 6  # passive T-Maze of corridor 5: L + 1 steps
 
 
-def test_rerunning_the_same_command_resumes_without_a_second_prefill(tmaze_run, tmp_path):
+def test_rerunning_a_finished_run_exits_cleanly_and_resuming_it_needs_no_second_prefill(tmaze_run, tmp_path):
     logdir = tmp_path / "resume"
     shutil.copytree(tmaze_run, logdir)
-    before = read_jsonl(logdir / "metrics.jsonl")[-1]
-    # A key that changes neither a parameter nor what the run means: resuming is allowed.
-    result = train(TMAZE + ["--run.steps", "600", "--run.log_every", "7", "--logdir", str(logdir)])
-    assert "Resuming" in result.stdout
-    after = read_jsonl(logdir / "metrics.jsonl")[-1]
-    assert after["step"] >= 600 and after["train/updates"] > before["train/updates"]
-    assert after["replay/steps"] > before["replay/steps"]
-
-
-def test_rerunning_a_finished_run_and_saving_every_step_both_exit_cleanly(tmaze_run, tmp_path):
-    # Both save a checkpoint at a step that already has one: the finished run at its last step,
-    # --run.save_every 0 on every loop and again at the end.
-    logdir = tmp_path / "finished"
-    shutil.copytree(tmaze_run, logdir)
     steps = last_checkpoint_step(logdir)
+    # The finished run's rerun saves at its last step, which already has a checkpoint.
     result = train(TMAZE + ["--run.steps", "400", "--logdir", str(logdir)])
     assert "Finished" in result.stdout and last_checkpoint_step(logdir) == steps
-    result = train(TMAZE + ["--run.steps", str(steps + 40), "--run.save_every", "0", "--logdir", str(logdir)])
-    assert "Finished" in result.stdout and last_checkpoint_step(logdir) >= steps + 40
+    before = read_jsonl(logdir / "metrics.jsonl")[-1]
+    # Resumed for 40 env steps, fewer than the debug preset's train_fill of 64: a second
+    # prefill would train nothing. --run.save_every 0 saves on every loop and again at the end
+    # (a step that then has a checkpoint); log_every changes neither a parameter nor what the
+    # run means, so resuming with another value is allowed.
+    result = train(TMAZE + ["--run.steps", str(steps + 40), "--run.save_every", "0", "--run.log_every", "7",
+                            "--logdir", str(logdir)])
+    assert "Resuming" in result.stdout and "Finished" in result.stdout
+    after = read_jsonl(logdir / "metrics.jsonl")[-1]
+    assert after["step"] >= steps + 40 and after["train/updates"] > before["train/updates"]
+    assert after["replay/steps"] > before["replay/steps"] and last_checkpoint_step(logdir) >= steps + 40
 
 
 def test_other_parameter_shapes_in_the_same_logdir_are_refused_naming_paths_and_keys(tmaze_run, tmp_path):
@@ -217,24 +214,14 @@ def test_a_visual_match_run_logs_success_and_stops_on_it(tmp_path, capsys):
         "score", "length", "success"}
 
 
-def test_a_popgym_debug_run_trains_and_logs_episodes(tmp_path):
-    # Two world-model updates per update: the run replays two batches' rows for each.
-    train(DEBUG + ["--task", "gym_popgym:popgym-RepeatPreviousEasy-v0", "--run.steps", "200",
-                   "--run.model_updates", "2", "--logdir", str(tmp_path)])
-    metrics = read_jsonl(tmp_path / "metrics.jsonl")
-    assert any("loss/vector" in m and "loss/model_only" in m for m in metrics)
-    scores = read_jsonl(tmp_path / "scores.jsonl")
-    assert scores and all(-1.0 <= s["episode/score"] <= 1.0 for s in scores)
-
-
 def start(args):
     return subprocess.Popen(TRAIN + list(args), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT, env=environ())
 
 
-def test_sigkill_mid_training_then_the_same_command_continues(tmp_path):
-    base = TMAZE + ["--logdir", str(tmp_path), "--run.save_every", "1"]
-    process = start(base + ["--run.steps", "100000"])
+def test_sigkill_mid_training_then_the_same_command_continues_and_a_sigterm_saves_and_exits(tmp_path):
+    command = TMAZE + ["--logdir", str(tmp_path), "--run.save_every", "1", "--run.steps", "100000"]
+    process = start(command)
     try:
         wait_for(lambda: (tmp_path / "ckpt").is_dir() and (last_checkpoint_step(tmp_path) or 0) > 0, 240,
                  "a checkpoint")
@@ -245,24 +232,25 @@ def test_sigkill_mid_training_then_the_same_command_continues(tmp_path):
     killed_at = last_checkpoint_step(tmp_path)
     logged = read_jsonl(tmp_path / "metrics.jsonl") if (tmp_path / "metrics.jsonl").exists() else []
     replay_steps = logged[-1]["replay/steps"] if logged else 0
-    train(base + ["--run.steps", str(killed_at + 200)])
-    final = read_jsonl(tmp_path / "metrics.jsonl")[-1]
-    assert final["step"] >= killed_at + 200
-    assert final["replay/steps"] >= replay_steps
 
-
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
-    process = start(TMAZE + ["--run.steps", "100000", "--run.save_every", "1000", "--logdir", str(tmp_path)])
+    # The same command continues; 200 env steps on, a SIGTERM saves at the step it stopped and
+    # exits cleanly (one process for both checks: each start costs about 12 s of CPU).
+    process = start(command)
     try:
-        wait_for(lambda: (tmp_path / "metrics.jsonl").exists() and any(
-            "loss/vector" in m for m in read_jsonl(tmp_path / "metrics.jsonl")), 240, "training metrics")
+        wait_for(lambda: read_jsonl(tmp_path / "metrics.jsonl")[-1]["step"] >= killed_at + 200, 240,
+                 f"env step {killed_at + 200}")
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 0, err[-2000:]
-    assert "Stopped by signal" in out
-    assert last_checkpoint_step(tmp_path) > 0
+    assert "Resuming" in out
+    stopped = re.search(r"Stopped by signal at env step (\d+)", out)
+    assert stopped, out[-2000:]
+    assert last_checkpoint_step(tmp_path) == int(stopped.group(1)) >= killed_at + 200
+    final = read_jsonl(tmp_path / "metrics.jsonl")[-1]
+    assert final["replay/steps"] >= replay_steps and any("loss/vector" in m for m in read_jsonl(
+        tmp_path / "metrics.jsonl"))
 
 
 def signal_during_set_up(logdir, signals):
@@ -313,27 +301,34 @@ def r2i_command(preset, task, name, logdir):
 
 
 @pytest.mark.slow
-def test_r2i_readme_memory_maze_commands_train_on_cpu(tmp_path):
-    # One after the other: the second compiles nothing (same model, the suite's compile cache).
-    for name, extra in (("plain", []), ("lfs", ["--use_lfs", "True", "--lfs_dir", str(tmp_path / "durable")])):
-        args = r2i_command("mmaze", "gym_memory_maze:MemoryMaze-9x9-v0", "memory_maze_9x9", tmp_path / name)
-        train(args + extra, timeout=600)
-        assert any("loss/image" in m for m in read_jsonl(tmp_path / name / "metrics.jsonl")), name
-
-
-@pytest.mark.slow
-def test_r2i_readme_memory_maze_command_trains_on_two_devices(tmp_path):
+def test_r2i_readme_memory_maze_command_trains_on_cpu(tmp_path):
     args = r2i_command("mmaze", "gym_memory_maze:MemoryMaze-9x9-v0", "memory_maze_9x9", tmp_path / "run")
-    train(args + ["--jax.train_devices", "0", "1", "--jax.policy_devices", "0"], devices=2, timeout=600)
+    train(args, timeout=600)
     assert any("loss/image" in m for m in read_jsonl(tmp_path / "run" / "metrics.jsonl"))
 
 
 @pytest.mark.slow
-def test_r2i_readme_popgym_command_trains_on_cpu(tmp_path):
+def test_r2i_readme_memory_maze_command_trains_on_two_devices_mirroring_to_lfs(tmp_path):
+    # The README's two other flag sets in one run (each Memory Maze run costs about 25 s of CPU):
+    # data parallel over two host devices, and the durable mirror.
+    args = r2i_command("mmaze", "gym_memory_maze:MemoryMaze-9x9-v0", "memory_maze_9x9", tmp_path / "run")
+    lfs = tmp_path / "durable"
+    train(args + ["--jax.train_devices", "0", "1", "--jax.policy_devices", "0",
+                  "--use_lfs", "True", "--lfs_dir", str(lfs)], devices=2, timeout=600)
+    assert any("loss/image" in m for m in read_jsonl(tmp_path / "run" / "metrics.jsonl"))
+    assert list(lfs.rglob("config.yaml")) and list(lfs.rglob("ckpt")), sorted(lfs.rglob("*"))[:20]
+
+
+@pytest.mark.slow
+def test_r2i_readme_popgym_command_trains_on_cpu_and_logs_episodes(tmp_path):
+    # Two world-model updates per update: the run replays two batches' rows for each.
     args = r2i_command("popgym", "gym_popgym:popgym-RepeatPreviousEasy-v0", "popgym_repeat_previous_easy",
                        tmp_path / "run")
-    train(args)
-    assert read_jsonl(tmp_path / "run" / "scores.jsonl")
+    train(args + ["--run.model_updates", "2"])
+    metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert any("loss/vector" in m and "loss/model_only" in m for m in metrics)
+    scores = read_jsonl(tmp_path / "run" / "scores.jsonl")
+    assert scores and all(-1.0 <= s["episode/score"] <= 1.0 for s in scores)
 
 
 def first_trained_record(logdir):
