@@ -45,7 +45,8 @@ train: $(VENV)/.installed
 # 8:18 at 4004375; 9:42 at 7333afa; 5:09 at 477aca7 the same day, with 8:14 of CPU;
 # 5:06 at 032a86f, 527 tests; 9:09 at a036fcb the same evening, with 15:54 of CPU: the
 # machine's slow phase; 9:12 at 0d346ff, 524 tests, five train.py-heavy tests folded into
-# others with their checks: 14:53 of CPU, still the slow phase; 9:07 at 1b8784f)
+# others with their checks: 14:53 of CPU, still the slow phase; 9:07 at 1b8784f; 8:51 at
+# 0ed8791)
 # (benchmarks/results/test_suite_time_*.json; the machine's speed varies).
 test: $(VENV)/.installed-test
 	$(RUN) -m pytest tests -n 2 --dist worksteal $(ARGS)
