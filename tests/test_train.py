@@ -44,6 +44,12 @@ def read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def logged(logdir):
+    """The run's metrics records; none before its first line is written."""
+    path = Path(logdir) / "metrics.jsonl"
+    return read_jsonl(path) if path.exists() else []
+
+
 def last_checkpoint_step(logdir):
     steps = [int(p.name) for p in (Path(logdir) / "ckpt").iterdir() if p.name.isdigit()]
     return max(steps) if steps else None
@@ -230,15 +236,18 @@ def test_sigkill_mid_training_then_the_same_command_continues_and_a_sigterm_save
         process.kill()
         process.wait()
     killed_at = last_checkpoint_step(tmp_path)
-    logged = lambda: read_jsonl(tmp_path / "metrics.jsonl") if (tmp_path / "metrics.jsonl").exists() else []
-    replay_steps = logged()[-1]["replay/steps"] if logged() else 0
+    records = logged(tmp_path)
+    replay_steps = records[-1]["replay/steps"] if records else 0
 
     # The same command continues; 200 env steps on, a SIGTERM saves at the step it stopped and
     # exits cleanly (one process for both checks: every start imports, traces and lowers again).
+    def last_logged_step():  # -1 before the first metrics line (the killed run may have written none)
+        records = logged(tmp_path)
+        return records[-1]["step"] if records else -1
+
     process = start(command)
     try:
-        # (The killed run may have died before its first metrics line.)
-        wait_for(lambda: logged() and logged()[-1]["step"] >= killed_at + 200, 240, f"env step {killed_at + 200}")
+        wait_for(lambda: last_logged_step() >= killed_at + 200, 240, f"env step {killed_at + 200}")
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=120)
     finally:
@@ -248,7 +257,8 @@ def test_sigkill_mid_training_then_the_same_command_continues_and_a_sigterm_save
     stopped = re.search(r"Stopped by signal at env step (\d+)", out)
     assert stopped, out[-2000:]
     assert last_checkpoint_step(tmp_path) == int(stopped.group(1)) >= killed_at + 200
-    assert logged()[-1]["replay/steps"] >= replay_steps and any("loss/vector" in m for m in logged())
+    records = logged(tmp_path)
+    assert records[-1]["replay/steps"] >= replay_steps and any("loss/vector" in m for m in records)
 
 
 def signal_during_set_up(logdir, signals):
